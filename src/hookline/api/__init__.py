@@ -1,0 +1,75 @@
+"""The HTTP API: Svix-compatible resources under ``/api/v1``, the OpenAPI document and docs UI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from hookline import errors
+from hookline.api import (  # noqa: F401  (importing a resource module registers its routes)
+    applications,
+    attempts,
+    endpoints,
+    event_types,
+    health,
+    http,
+    messages,
+    openapi,
+)
+
+if TYPE_CHECKING:
+    from hookline.app import Hookline
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>hookline API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+def build(hl: Hookline) -> Starlette:
+    """The ASGI app: every ``@route`` operation plus ``/api/v1/openapi.json`` and ``/docs``."""
+    import swagger_ui_bundle
+
+    spec = openapi.encoded()
+
+    async def openapi_json(_: Request) -> Response:
+        return Response(spec, media_type=http.JSON)
+
+    async def docs(_: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
+
+    async def not_found(_: Request, __: Exception) -> Response:
+        return http.error_response(_NoRoute())
+
+    async def not_allowed(_: Request, __: Exception) -> Response:
+        return http.error_response(_MethodNotAllowed())
+
+    routes: list[Route | Mount] = [
+        Route(op.path, op.endpoint, methods=[op.method], name=op.name) for op in http.OPERATIONS
+    ]
+    routes += [
+        Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    app.state.hookline = hl
+    return app
+
+
+class _NoRoute(errors.NotFound):
+    def __init__(self) -> None:
+        super().__init__("No such route")
+
+
+class _MethodNotAllowed(errors.HooklineError):
+    status = 405
+    code = "method_not_allowed"

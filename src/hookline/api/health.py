@@ -1,0 +1,20 @@
+"""Liveness with a database check, as the svix SDK's ``health.get()`` expects (204)."""
+
+from __future__ import annotations
+
+from hookline import errors
+from hookline.api.http import Call, route
+
+
+class Unavailable(errors.HooklineError):
+    status = 503
+    code = "unavailable"
+
+
+@route("GET", "/health", status=204, auth=False, tag="Health")
+async def health(call: Call) -> None:
+    """204 when the API can reach its database, 503 otherwise."""
+    try:
+        await call.hl.store.ping()
+    except Exception as exc:
+        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None

@@ -1,0 +1,178 @@
+"""The one composition root: settings → store → egress policy → API and/or worker.
+
+``hookline serve`` runs both roles in one process (the embedded mode); ``hookline api`` and
+``hookline worker`` run one role each against a shared database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from hookline import api, delivery, egress
+from hookline.api import http
+from hookline.models import Token
+from hookline.settings import Settings
+from hookline.store import base
+from hookline.store.base import Store
+from hookline.worker import Worker
+
+DEFAULT_ORG = "default"
+TOKEN_CACHE_SECONDS = 10.0  # a revoked token may keep working this long in a running API
+PURGE_INTERVAL_SECONDS = 3600.0  # how often expired idempotency answers are deleted
+
+log = structlog.get_logger("hookline")
+
+
+class TokenCache:
+    """Token lookups by hash, cached briefly so each request does not cost a database read."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[Token, float]] = {}
+
+    async def lookup(self, token_hash: str) -> Token | None:
+        hit = self._cache.get(token_hash)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        token = await self._store.find_token(token_hash)
+        if token is not None:
+            self._cache[token_hash] = (token, now + TOKEN_CACHE_SECONDS)
+        return token
+
+
+@dataclass
+class Hookline:
+    """Everything a run mode needs, built once from settings."""
+
+    settings: Settings
+    store: Store
+    egress_policy: egress.EgressPolicy
+    tokens: TokenCache
+    # set by the API after an ingest commits, so an in-process worker wakes at once
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Hookline:
+        store = base.from_url(settings.database_url)
+        return cls(
+            settings=settings,
+            store=store,
+            egress_policy=egress.EgressPolicy(allowed=settings.allowed_subnets),
+            tokens=TokenCache(store),
+        )
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Hookline]:
+    """Open the store (applying migrations) for the life of the block."""
+    hl = Hookline.build(settings)
+    await hl.store.open()
+    try:
+        await hl.store.migrate()
+        yield hl
+    finally:
+        await hl.store.close()
+
+
+async def create_token(hl: Hookline, org: str = DEFAULT_ORG, name: str = "api") -> str:
+    """Create and return a new API token; only its hash is stored."""
+    token = "hl_" + secrets.token_urlsafe(32)
+    owner = await hl.store.ensure_org(org, time.time())
+    await hl.store.create_token(owner.id, name, http.hash_token(token), time.time())
+    return token
+
+
+async def bootstrap_token(hl: Hookline) -> str | None:
+    """Seed ``HOOKLINE_ADMIN_TOKEN``, or on first start create a token; return a new one."""
+    seeded = hl.settings.admin_token
+    if seeded:
+        if await hl.store.find_token(http.hash_token(seeded)) is None:
+            owner = await hl.store.ensure_org(DEFAULT_ORG, time.time())
+            await hl.store.create_token(owner.id, "admin", http.hash_token(seeded), time.time())
+        return None
+    if await hl.store.count_tokens() == 0:
+        return await create_token(hl, name="first")
+    return None
+
+
+def asgi(hl: Hookline) -> Starlette:
+    """The ASGI application of the API role."""
+    return api.build(hl)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # hookline installs its own handlers: uvicorn's re-raise the signal after the API
+        # stops, which would kill the process before the worker has drained.
+        yield
+
+
+async def run(hl: Hookline, *, api_role: bool, worker_role: bool) -> None:
+    """Run the chosen roles until SIGINT/SIGTERM, then drain deliveries and return."""
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    tasks: list[asyncio.Task[None]] = []
+    server: _Server | None = None
+    session = None
+    if api_role:
+        config = uvicorn.Config(
+            asgi(hl),
+            host=hl.settings.host,
+            port=hl.settings.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="none",
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="api"))
+    if worker_role:
+        session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
+        tasks.append(asyncio.create_task(Worker(hl, session).run(stop), name="worker"))
+    tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        _done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if server is not None and not server.started:
+            raise RuntimeError(f"the API could not listen on {hl.settings.listen}")
+    finally:
+        stop.set()
+        stopping.cancel()
+        if session is not None:
+            await session.close()
+
+
+async def _housekeeping(hl: Hookline, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await hl.store.purge_expired(time.time())
+        except Exception:
+            log.exception("purge_failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PURGE_INTERVAL_SECONDS)
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,143 @@
+"""The ``hookline`` command: serve | api | worker | migrate | token create."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from hookline import app, settings
+
+T = TypeVar("T")
+
+
+def _configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:  # uvloop is optional off Linux/macOS
+        return asyncio.run(main())
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML settings file (HOOKLINE_* environment variables take precedence).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """hookline: durable, signed webhook delivery with a Svix-compatible API."""
+    try:
+        ctx.obj = settings.load(config_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    _configure_logging(ctx.obj.log_level)
+
+
+def _print_welcome(s: settings.Settings, token: str | None) -> None:
+    base = f"http://{s.listen}"
+    click.echo(f"hookline is listening on {base} (database {s.database_url})", err=True)
+    if token is not None:
+        click.echo("", err=True)
+        click.echo(f"  Your API token (shown once, store it now): {token}", err=True)
+        click.echo("", err=True)
+    shown = token or "$HOOKLINE_TOKEN"
+    click.echo(
+        f"  Try: curl -s -X POST {base}/api/v1/app -H 'Authorization: Bearer {shown}' "
+        "-H 'Content-Type: application/json' -d '{\"name\": \"My first app\"}'",
+        err=True,
+    )
+    click.echo(f"  API docs: {base}/docs", err=True)
+
+
+def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool) -> None:
+    async def main_() -> None:
+        async with app.opened(s) as hl:
+            token = await app.bootstrap_token(hl)
+            if api_role:
+                _print_welcome(s, token)
+            elif token is not None:
+                click.echo(f"API token (shown once): {token}", err=True)
+            await app.run(hl, api_role=api_role, worker_role=worker_role)
+
+    _run(main_)
+
+
+@main.command()
+@click.pass_obj
+def serve(s: settings.Settings) -> None:
+    """Run the API and the delivery worker in one process."""
+    _serve(s, api_role=True, worker_role=True)
+
+
+@main.command()
+@click.pass_obj
+def api(s: settings.Settings) -> None:
+    """Run only the HTTP API."""
+    _serve(s, api_role=True, worker_role=False)
+
+
+@main.command()
+@click.pass_obj
+def worker(s: settings.Settings) -> None:
+    """Run only the delivery worker."""
+    _serve(s, api_role=False, worker_role=True)
+
+
+@main.command()
+@click.pass_obj
+def migrate(s: settings.Settings) -> None:
+    """Apply database migrations and exit."""
+
+    async def main_() -> None:
+        async with app.opened(s):
+            pass
+
+    _run(main_)
+    click.echo("migrations applied", err=True)
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--org", default=app.DEFAULT_ORG, show_default=True, help="Organisation (tenant).")
+@click.option("--name", default="api", show_default=True, help="A label for the token.")
+@click.pass_obj
+def token_create(s: settings.Settings, org: str, name: str) -> None:
+    """Create a token and print it (only its hash is stored)."""
+
+    async def main_() -> str:
+        async with app.opened(s) as hl:
+            return await app.create_token(hl, org=org, name=name)
+
+    click.echo(_run(main_))

@@ -1,0 +1,182 @@
+"""Delivery of one claimed task as typed stages: prepare → send → classify.
+
+``prepare`` and ``classify`` are pure (clock and randomness are arguments); ``send`` is the only
+stage with I/O and receives its aiohttp session. The worker strings them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+
+import hookline
+from hookline import egress, ids, retry, signing
+from hookline.models import Attempt, Claim, Completion, MessageStatus
+
+RESPONSE_BODY_LIMIT = 20_000  # bytes of the receiver's answer kept on the attempt
+USER_AGENT = f"hookline/{hookline.__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What came back: ``status`` 0 means no HTTP answer (``error`` says why)."""
+
+    status: int
+    body: str
+    retry_after: str | None
+    duration_ms: int
+    error: str | None = None
+
+
+def prepare(claim: Claim, now: float) -> Request:
+    """Build the signed request: Standard Webhooks headers, Svix aliases, custom headers."""
+    msg, endpoint = claim.message, claim.endpoint
+    timestamp = int(now)
+    keys = [signing.decode_secret(k.secret) for k in endpoint.keys if k.active(now)]
+    signature = signing.signature_header(keys, msg.id, timestamp, msg.payload)
+    stamp = str(timestamp)
+    headers = {
+        **endpoint.headers,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": msg.id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": signature,
+        "svix-id": msg.id,
+        "svix-timestamp": stamp,
+        "svix-signature": signature,
+    }
+    return Request(url=endpoint.url, headers=headers, body=msg.payload)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    request: Request,
+    *,
+    timeout_seconds: float,
+    policy: egress.EgressPolicy,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Response:
+    """POST once; never follows redirects; never raises for a network or egress failure."""
+    started = clock()
+
+    def took() -> int:
+        return int((clock() - started) * 1000)
+
+    try:
+        policy.check_host_literal(urlsplit(request.url).hostname or "")
+        async with session.post(
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as resp:
+            raw = await resp.content.read(RESPONSE_BODY_LIMIT)
+            return Response(
+                status=resp.status,
+                body=raw.decode("utf-8", "replace"),
+                retry_after=resp.headers.get("retry-after"),
+                duration_ms=took(),
+            )
+    except egress.EgressRefused as exc:
+        return Response(status=0, body="", retry_after=None, duration_ms=took(), error=str(exc))
+    except TimeoutError:
+        error = f"timed out after {timeout_seconds:g} s"
+        return Response(status=0, body="", retry_after=None, duration_ms=took(), error=error)
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return Response(
+            status=0, body="", retry_after=None, duration_ms=took(), error=_describe(exc)
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    # aiohttp wraps the resolver's EgressRefused; surface the guard's own words
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, egress.EgressRefused):
+            return str(cause)
+        cause = cause.__cause__ or getattr(cause, "os_error", None)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def classify(
+    claim: Claim,
+    request: Request,
+    response: Response,
+    *,
+    schedule: tuple[float, ...],
+    now: float,
+    rand: Callable[[], float],
+) -> Completion:
+    """Turn a response into the attempt record and the task's next state."""
+    attempt_no = claim.attempts + 1
+    decision = retry.decide(
+        schedule=schedule,
+        attempt=attempt_no,
+        status=response.status,
+        retry_after=response.retry_after,
+        now=now,
+        rand=rand,
+    )
+    succeeded = decision.outcome is retry.Outcome.SUCCESS
+    attempt = Attempt(
+        id=ids.new(ids.ATTEMPT),
+        msg_id=claim.message.id,
+        endpoint_id=claim.endpoint.id,
+        app_id=claim.message.app_id,
+        url=request.url,
+        status=MessageStatus.SUCCESS if succeeded else MessageStatus.FAIL,
+        response_status_code=response.status,
+        response=response.error if response.error is not None else response.body,
+        duration_ms=response.duration_ms,
+        trigger=claim.trigger,
+        created_at=now,
+    )
+    if decision.outcome is retry.Outcome.RETRY:
+        next_status, next_at = MessageStatus.PENDING, decision.next_at(now)
+    elif succeeded:
+        next_status, next_at = MessageStatus.SUCCESS, None
+    else:
+        next_status, next_at = MessageStatus.FAIL, None
+    return Completion(
+        attempt=attempt,
+        lease=claim.lease,
+        next_status=next_status,
+        next_attempt_at=next_at,
+        disable_endpoint=decision.outcome is retry.Outcome.DISABLE,
+    )
+
+
+def new_session(policy: egress.EgressPolicy, limit: int) -> aiohttp.ClientSession:
+    """The one pooled session a worker uses: guarded DNS, no cookies, bounded connections."""
+    connector = aiohttp.TCPConnector(
+        resolver=egress.GuardedResolver(policy),
+        limit=limit,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        json_serialize=lambda v: msgspec.json.encode(v).decode(),
+        auto_decompress=True,
+    )
+
+
+__all__ = ["Request", "Response", "asyncio", "classify", "new_session", "prepare", "send"]

@@ -1,0 +1,191 @@
+"""Frozen domain records shared by the store, the API and the worker.
+
+Times are float epoch seconds (UTC) inside hookline; the API turns them into RFC 3339.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class MessageStatus(enum.IntEnum):
+    """Status of one message towards one endpoint; values match Svix's ``MessageStatus``."""
+
+    SUCCESS = 0
+    PENDING = 1
+    FAIL = 2
+    SENDING = 3
+
+    @property
+    def text(self) -> str:
+        return _STATUS_TEXT[self]
+
+
+_STATUS_TEXT = {
+    MessageStatus.SUCCESS: "success",
+    MessageStatus.PENDING: "pending",
+    MessageStatus.FAIL: "fail",
+    MessageStatus.SENDING: "sending",
+}
+
+
+class Trigger(enum.IntEnum):
+    """Why an attempt was made; values match Svix's ``MessageAttemptTriggerType``."""
+
+    SCHEDULED = 0
+    MANUAL = 1
+
+
+class Org(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    created_at: float
+
+
+class Token(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_id: str
+    name: str
+    created_at: float
+
+
+class Application(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_id: str
+    name: str
+    uid: str | None = None
+    throttle_rate: int | None = None
+    metadata: dict[str, str] = {}
+    created_at: float
+    updated_at: float
+
+
+class EventType(msgspec.Struct, frozen=True, kw_only=True):
+    org_id: str
+    name: str
+    description: str = ""
+    archived: bool = False
+    deprecated: bool = False
+    feature_flag: str | None = None
+    schemas: dict[str, object] | None = None
+    created_at: float
+    updated_at: float
+
+
+class SigningKey(msgspec.Struct, frozen=True, kw_only=True):
+    """One endpoint secret; ``expires_at`` is set on a key that was rotated out."""
+
+    secret: str
+    expires_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    app_id: str
+    url: str
+    uid: str | None = None
+    description: str = ""
+    disabled: bool = False
+    event_types: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    rate_limit: int | None = None
+    throttle_rate: int | None = None
+    metadata: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    keys: tuple[SigningKey, ...] = ()
+    created_at: float
+    updated_at: float
+
+    def accepts(self, event_type: str, channels: tuple[str, ...] | None) -> bool:
+        """Whether a message of this type and channels is routed here (Svix rules)."""
+        if self.disabled:
+            return False
+        if self.event_types and event_type not in self.event_types:
+            return False
+        if self.channels:
+            return bool(channels) and any(c in self.channels for c in channels or ())
+        return True
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    app_id: str
+    event_type: str
+    payload: bytes  # the exact JSON bytes that are delivered
+    event_id: str | None = None
+    channels: tuple[str, ...] | None = None
+    created_at: float
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """The state of one message towards one endpoint (the delivery task)."""
+
+    msg_id: str
+    endpoint_id: str
+    app_id: str
+    status: MessageStatus
+    attempts: int
+    next_attempt_at: float | None
+    updated_at: float
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    msg_id: str
+    endpoint_id: str
+    app_id: str
+    url: str
+    status: MessageStatus
+    response_status_code: int
+    response: str
+    duration_ms: int
+    trigger: Trigger
+    created_at: float
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery task leased to a worker, with everything needed to send it."""
+
+    message: Message
+    endpoint: Endpoint
+    attempts: int  # attempts made before this one
+    lease: int  # fencing token: the completion must quote it
+    trigger: Trigger
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """What a worker reports for one claim: the attempt and the next state of the task."""
+
+    attempt: Attempt
+    lease: int
+    next_status: MessageStatus
+    next_attempt_at: float | None
+    disable_endpoint: bool = False
+
+
+class EndpointStats(msgspec.Struct, frozen=True, kw_only=True):
+    success: int = 0
+    pending: int = 0
+    sending: int = 0
+    fail: int = 0
+    canceled: int = 0
+
+
+class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """An idempotent POST's first answer, replayed to repeats of the same key."""
+
+    status: int
+    body: bytes
+
+
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """Keyset paging: ``after`` is the last id the caller saw (exclusive)."""
+
+    limit: int = 50
+    after: str | None = None
+    descending: bool = False

@@ -1,0 +1,89 @@
+"""Typed settings from ``HOOKLINE_*`` environment variables and an optional TOML file.
+
+Precedence: environment variable > TOML file > default. Keys in the TOML file are the
+setting names in lower case (``database_url = "..."``); see ``config.example.toml``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hookline import egress, retry
+
+DEFAULT_DATABASE_URL = "sqlite:///./.hookline/hookline.db"
+DEFAULT_LISTEN = "127.0.0.1:8071"
+KIB = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    listen: str = DEFAULT_LISTEN
+    admin_token: str | None = None
+    retry_schedule: tuple[float, ...] = retry.DEFAULT_SCHEDULE  # seconds between attempts
+    request_timeout: float = 15.0  # seconds, whole request including connect
+    allowed_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_payload_bytes: int = 512 * KIB
+    log_level: str = "info"
+    worker_concurrency: int = 512  # deliveries in flight per worker process
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed task stays leased: longer than any request can take."""
+        return self.request_timeout + 10.0
+
+
+_PARSERS: dict[str, Any] = {
+    "retry_schedule": retry.parse_schedule,
+    "allowed_subnets": egress.parse_allowed,
+    "request_timeout": float,
+    "max_payload_bytes": int,
+    "worker_concurrency": int,
+}
+
+
+def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings; raises ``ValueError`` naming the setting when a value is invalid."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as fh:
+            raw.update(tomllib.load(fh))
+    names = {f.name for f in fields(Settings)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"unknown setting(s) in {config_file}: {', '.join(sorted(unknown))}")
+    for name in names:
+        value = env.get(f"HOOKLINE_{name.upper()}")
+        if value is not None and value != "":
+            raw[name] = value
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        parser = _PARSERS.get(name)
+        try:
+            if parser is not None:
+                if isinstance(value, list):  # TOML arrays for schedules and subnets
+                    value = ",".join(str(v) for v in value)
+                values[name] = parser(value) if isinstance(value, str) else parser(str(value))
+            else:
+                values[name] = str(value)
+        except ValueError as exc:
+            raise ValueError(f"invalid HOOKLINE_{name.upper()}: {exc}") from exc
+    settings = Settings(**values)
+    if settings.request_timeout <= 0 or settings.max_payload_bytes <= 0:
+        raise ValueError("HOOKLINE_REQUEST_TIMEOUT and HOOKLINE_MAX_PAYLOAD_BYTES must be > 0")
+    return settings

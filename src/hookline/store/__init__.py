@@ -1,0 +1,1 @@
+"""Persistence backends behind one Protocol (see ``base``)."""

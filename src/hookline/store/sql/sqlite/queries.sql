@@ -1,0 +1,176 @@
+-- Named queries of the SQLite store. Keep column lists in step with the row readers in
+-- store/sqlite.py (APP_COLUMNS, ENDPOINT_COLUMNS, ...).
+
+-- name: org_by_name
+SELECT id, name, created_at FROM orgs WHERE name = ?
+
+-- name: org_insert
+INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)
+
+-- name: token_insert
+INSERT INTO tokens (id, org_id, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)
+
+-- name: token_by_hash
+SELECT id, org_id, name, created_at FROM tokens WHERE token_hash = ?
+
+-- name: token_count
+SELECT count(*) FROM tokens
+
+-- name: app_insert
+INSERT INTO applications (id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at)
+VALUES (:id, :org_id, :uid, :name, :throttle_rate, :metadata, :created_at, :updated_at)
+
+-- name: app_update
+UPDATE applications SET uid = :uid, name = :name, throttle_rate = :throttle_rate,
+    metadata = :metadata, updated_at = :updated_at
+WHERE id = :id AND org_id = :org_id
+
+-- name: app_get
+SELECT id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at
+FROM applications WHERE org_id = ? AND (id = ? OR uid = ?)
+ORDER BY id = ? DESC LIMIT 1
+
+-- name: attempts_delete_app
+DELETE FROM attempts
+WHERE app_id = :app_id
+    AND EXISTS (SELECT 1 FROM applications WHERE id = :app_id AND org_id = :org_id)
+
+-- name: app_delete
+DELETE FROM applications WHERE org_id = ? AND id = ?
+
+-- name: event_type_insert
+INSERT INTO event_types (org_id, name, description, archived, deprecated, feature_flag, schemas,
+    created_at, updated_at)
+VALUES (:org_id, :name, :description, :archived, :deprecated, :feature_flag, :schemas,
+    :created_at, :updated_at)
+
+-- name: event_type_update
+UPDATE event_types SET description = :description, archived = :archived,
+    deprecated = :deprecated, feature_flag = :feature_flag, schemas = :schemas,
+    updated_at = :updated_at
+WHERE org_id = :org_id AND name = :name
+
+-- name: event_type_get
+SELECT org_id, name, description, archived, deprecated, feature_flag, schemas, created_at,
+    updated_at
+FROM event_types WHERE org_id = ? AND name = ?
+
+-- name: endpoint_insert
+INSERT INTO endpoints (id, app_id, uid, url, description, disabled, event_types, channels,
+    rate_limit, throttle_rate, metadata, headers, keys, created_at, updated_at)
+VALUES (:id, :app_id, :uid, :url, :description, :disabled, :event_types, :channels,
+    :rate_limit, :throttle_rate, :metadata, :headers, :keys, :created_at, :updated_at)
+
+-- name: endpoint_update
+UPDATE endpoints SET uid = :uid, url = :url, description = :description, disabled = :disabled,
+    event_types = :event_types, channels = :channels, rate_limit = :rate_limit,
+    throttle_rate = :throttle_rate, metadata = :metadata, headers = :headers, keys = :keys,
+    updated_at = :updated_at
+WHERE id = :id AND app_id = :app_id
+
+-- name: endpoint_get
+SELECT id, app_id, uid, url, description, disabled, event_types, channels, rate_limit,
+    throttle_rate, metadata, headers, keys, created_at, updated_at
+FROM endpoints WHERE app_id = ? AND (id = ? OR uid = ?)
+ORDER BY id = ? DESC LIMIT 1
+
+-- name: endpoints_of_app
+SELECT id, app_id, uid, url, description, disabled, event_types, channels, rate_limit,
+    throttle_rate, metadata, headers, keys, created_at, updated_at
+FROM endpoints WHERE app_id = ?
+
+-- name: endpoint_delete
+DELETE FROM endpoints WHERE app_id = ? AND id = ?
+
+-- name: endpoint_disable
+UPDATE endpoints SET disabled = 1, updated_at = ? WHERE id = ?
+
+-- name: endpoint_stats
+SELECT status, count(*) FROM deliveries
+WHERE endpoint_id = ? AND app_id = ? AND created_at >= ? AND created_at < ?
+GROUP BY status
+
+-- name: message_insert
+INSERT INTO messages (id, app_id, event_type, event_id, channels, payload, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: message_event_id_exists
+SELECT 1 FROM messages WHERE app_id = ? AND event_id = ?
+
+-- name: message_get
+SELECT id, app_id, event_type, event_id, channels, payload, created_at
+FROM messages WHERE app_id = ? AND (id = ? OR event_id = ?)
+ORDER BY id = ? DESC LIMIT 1
+
+-- name: delivery_insert
+INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, lease, trigger,
+    created_at, updated_at)
+VALUES (?, ?, ?, 1, 0, ?, 0, 0, ?, ?)
+
+-- Claim the oldest due tasks: fresh ones (pending and due) and orphaned ones (sending with an
+-- expired lease). Bumping `lease` fences off a late completion from the previous holder.
+-- name: claim_due
+UPDATE deliveries SET status = 3, due_at = :lease_until, lease = lease + 1, updated_at = :now
+WHERE (msg_id, endpoint_id) IN (
+    SELECT msg_id, endpoint_id FROM deliveries
+    WHERE status IN (1, 3) AND due_at <= :now
+    ORDER BY due_at LIMIT :limit
+)
+RETURNING msg_id, endpoint_id, attempts, lease, trigger
+
+-- name: delivery_fail_disabled
+UPDATE deliveries SET status = 2, due_at = NULL, updated_at = ?
+WHERE msg_id = ? AND endpoint_id = ? AND lease = ?
+
+-- name: delivery_complete
+UPDATE deliveries SET status = :status, attempts = attempts + 1, due_at = :due_at, trigger = 0,
+    updated_at = :now
+WHERE msg_id = :msg_id AND endpoint_id = :endpoint_id AND lease = :lease AND status = 3
+
+-- name: attempt_insert
+INSERT INTO attempts (id, msg_id, endpoint_id, app_id, url, status, response_status_code,
+    response, duration_ms, trigger, created_at)
+VALUES (:id, :msg_id, :endpoint_id, :app_id, :url, :status, :response_status_code, :response,
+    :duration_ms, :trigger, :created_at)
+
+-- name: next_due
+SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
+
+-- name: delivery_requeue
+INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, lease, trigger,
+    created_at, updated_at)
+VALUES (:msg_id, :endpoint_id, :app_id, 1, 0, :now, 1, 1, :created_at, :now)
+ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = :now,
+    lease = lease + 1, trigger = 1, updated_at = :now
+
+-- name: delivery_recover
+UPDATE deliveries SET status = 1, attempts = 0, due_at = :now, lease = lease + 1, trigger = 1,
+    updated_at = :now
+WHERE endpoint_id = :endpoint_id AND app_id = :app_id AND status = 2
+    AND created_at >= :since AND created_at < :until
+
+-- name: attempt_get
+SELECT id, msg_id, endpoint_id, app_id, url, status, response_status_code, response,
+    duration_ms, trigger, created_at
+FROM attempts WHERE app_id = ? AND msg_id = ? AND id = ?
+
+-- name: idempotency_get
+SELECT fingerprint, state, lock_until, status, body, expires_at FROM idempotency WHERE key = ?
+
+-- name: idempotency_lock
+INSERT INTO idempotency (key, fingerprint, state, lock_until, expires_at)
+VALUES (:key, :fingerprint, 0, :lock_until, :expires_at)
+ON CONFLICT (key) DO UPDATE SET fingerprint = :fingerprint, state = 0, lock_until = :lock_until,
+    status = NULL, body = NULL, expires_at = :expires_at
+
+-- name: idempotency_finish
+INSERT INTO idempotency (key, fingerprint, state, status, body, expires_at)
+VALUES (:key, '', 1, :status, :body, :expires_at)
+ON CONFLICT (key) DO UPDATE SET state = 1, lock_until = NULL, status = :status, body = :body,
+    expires_at = :expires_at
+
+-- name: idempotency_release
+DELETE FROM idempotency WHERE key = ? AND state = 0
+
+-- name: idempotency_purge
+DELETE FROM idempotency WHERE state = 1 AND expires_at <= ?

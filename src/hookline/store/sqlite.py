@@ -1,0 +1,781 @@
+"""The embedded SQLite store: WAL mode, one writer thread with group commit, pooled readers.
+
+Why this shape: SQLite allows one writer at a time, and a commit costs an fsync. Every write is
+queued to a single writer thread; whatever queued up while the previous transaction was
+committing goes into the next one (each operation inside its own SAVEPOINT, so one failing
+operation does not undo its neighbours). Callers are answered only after COMMIT returns, so an
+acknowledged write is on disk (``synchronous=FULL``), and the commit cost is shared by the batch.
+Reads run on a small pool of threads with their own connections, which WAL lets proceed while
+the writer commits. No SQLite call ever runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from hookline import errors, ids
+from hookline.models import (
+    Application,
+    Attempt,
+    Claim,
+    Completion,
+    Delivery,
+    Endpoint,
+    EndpointStats,
+    EventType,
+    Message,
+    MessageStatus,
+    Org,
+    Page,
+    SigningKey,
+    StoredResponse,
+    Token,
+    Trigger,
+)
+from hookline.store import queries
+from hookline.store.base import (
+    AttemptFilter,
+    IdempotencyState,
+    IdempotentWrite,
+    MessageFilter,
+)
+
+T = TypeVar("T")
+Q = queries.load("sqlite")
+READER_THREADS = 4
+BUSY_TIMEOUT_MS = 10_000  # another process (hookline api + worker) may hold the write lock
+FOREVER = 1e18  # an upper bound for open time windows, in epoch seconds
+
+_json = msgspec.json.Encoder()
+_keys_decoder = msgspec.json.Decoder(tuple[SigningKey, ...])
+_str_map = msgspec.json.Decoder(dict[str, str])
+_str_tuple = msgspec.json.Decoder(tuple[str, ...])
+_any_map = msgspec.json.Decoder(dict[str, object])
+
+APP_COLUMNS = "id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at"
+ENDPOINT_COLUMNS = (
+    "id, app_id, uid, url, description, disabled, event_types, channels, rate_limit, "
+    "throttle_rate, metadata, headers, keys, created_at, updated_at"
+)
+EVENT_TYPE_COLUMNS = (
+    "org_id, name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at"
+)
+MESSAGE_COLUMNS = "id, app_id, event_type, event_id, channels, payload, created_at"
+ATTEMPT_COLUMNS = (
+    "id, msg_id, endpoint_id, app_id, url, status, response_status_code, response, "
+    "duration_ms, trigger, created_at"
+)
+
+
+def path_from_url(url: str) -> Path:
+    """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` → a Path."""
+    rest = url.removeprefix("sqlite:")
+    if rest.startswith("///"):
+        return Path(rest[3:])
+    if rest.startswith("//"):
+        return Path(rest[2:])
+    return Path(rest)
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (group commit needs that control).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # FULL: a commit is on disk when COMMIT returns, so an acknowledged message survives power
+    # loss, not only a process crash; group commit keeps the fsync cost per message small.
+    conn.execute("PRAGMA synchronous = FULL")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class _Writer:
+    """Runs write operations on one thread, batching whatever is queued into one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = _connect(self._path, readonly=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.append((fn, fut))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        # shield: a cancelled caller must not cancel the batch other callers wait on
+        return await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._apply, [fn for fn, _ in batch]
+                )
+                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+        finally:
+            self._flusher = None
+
+    def _apply(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None, "writer used before start()"
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn in fns:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, fn(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the commit itself failed: nothing in the batch is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return [(False, exc)] * len(fns)
+        return outcomes
+
+    async def close(self) -> None:
+        while self._flusher is not None:
+            await self._flusher  # finish what callers are waiting on before closing
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+
+class SqliteStore:
+    """The ``Store`` Protocol on one SQLite database file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._writer = _Writer(self.path)
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="hookline-sqlite-r")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._writer.start()
+
+    async def close(self) -> None:
+        await self._writer.close()
+        self._readers.shutdown(wait=True)
+        for conn in self._reader_conns:
+            conn.close()
+
+    async def migrate(self) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for version, sql in queries.migrations("sqlite"):
+                if version > current:
+                    # executescript would COMMIT our transaction; run statements one by one
+                    for statement in _statements(sql):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
+
+        await self._writer.run(apply)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.run(fn)
+
+    # tenants and tokens ------------------------------------------------------------------------
+    async def ensure_org(self, name: str, now: float) -> Org:
+        def op(c: sqlite3.Connection) -> Org:
+            row = c.execute(Q["org_by_name"], (name,)).fetchone()
+            if row is None:
+                row = (ids.new(ids.ORG), name, now)
+                c.execute(Q["org_insert"], row)
+            return Org(id=row[0], name=row[1], created_at=row[2])
+
+        return await self._write(op)
+
+    async def create_token(self, org_id: str, name: str, token_hash: str, now: float) -> Token:
+        token = Token(id=ids.new(ids.TOKEN), org_id=org_id, name=name, created_at=now)
+        await self._write(
+            lambda c: c.execute(Q["token_insert"], (token.id, org_id, name, token_hash, now))
+        )
+        return token
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        row = await self._read(lambda c: c.execute(Q["token_by_hash"], (token_hash,)).fetchone())
+        return (
+            None if row is None else Token(id=row[0], org_id=row[1], name=row[2], created_at=row[3])
+        )
+
+    async def count_tokens(self) -> int:
+        row = await self._read(lambda c: c.execute(Q["token_count"]).fetchone())
+        return int(row[0])
+
+    # applications ------------------------------------------------------------------------------
+    async def create_app(self, app: Application) -> None:
+        await self._write(_conflict_on_unique(lambda c: c.execute(Q["app_insert"], _app_row(app))))
+
+    async def get_app(self, org_id: str, ref: str) -> Application | None:
+        row = await self._read(
+            lambda c: c.execute(Q["app_get"], (org_id, ref, ref, ref)).fetchone()
+        )
+        return None if row is None else _app(row)
+
+    async def list_apps(self, org_id: str, page: Page) -> list[Application]:
+        rows = await self._page("applications", APP_COLUMNS, "org_id = ?", [org_id], "id", page)
+        return [_app(r) for r in rows]
+
+    async def update_app(self, app: Application) -> None:
+        await self._write(_conflict_on_unique(lambda c: c.execute(Q["app_update"], _app_row(app))))
+
+    async def delete_app(self, org_id: str, app_id: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            # attempts carry no foreign key (history outlives endpoints), so remove them here
+            c.execute(Q["attempts_delete_app"], {"app_id": app_id, "org_id": org_id})
+            return c.execute(Q["app_delete"], (org_id, app_id)).rowcount > 0
+
+        return await self._write(op)
+
+    # event types -------------------------------------------------------------------------------
+    async def create_event_type(self, event_type: EventType) -> None:
+        row = _event_type_row(event_type)
+        await self._write(_conflict_on_unique(lambda c: c.execute(Q["event_type_insert"], row)))
+
+    async def get_event_type(self, org_id: str, name: str) -> EventType | None:
+        row = await self._read(lambda c: c.execute(Q["event_type_get"], (org_id, name)).fetchone())
+        return None if row is None else _event_type(row)
+
+    async def list_event_types(
+        self, org_id: str, page: Page, include_archived: bool
+    ) -> list[EventType]:
+        where = "org_id = ?" if include_archived else "org_id = ? AND archived = 0"
+        rows = await self._page("event_types", EVENT_TYPE_COLUMNS, where, [org_id], "name", page)
+        return [_event_type(r) for r in rows]
+
+    async def update_event_type(self, event_type: EventType) -> None:
+        row = _event_type_row(event_type)
+        await self._write(lambda c: c.execute(Q["event_type_update"], row))
+
+    # endpoints ---------------------------------------------------------------------------------
+    async def create_endpoint(self, endpoint: Endpoint) -> None:
+        row = _endpoint_row(endpoint)
+        await self._write(_conflict_on_unique(lambda c: c.execute(Q["endpoint_insert"], row)))
+
+    async def get_endpoint(self, app_id: str, ref: str) -> Endpoint | None:
+        row = await self._read(
+            lambda c: c.execute(Q["endpoint_get"], (app_id, ref, ref, ref)).fetchone()
+        )
+        return None if row is None else _endpoint(row)
+
+    async def list_endpoints(self, app_id: str, page: Page) -> list[Endpoint]:
+        rows = await self._page("endpoints", ENDPOINT_COLUMNS, "app_id = ?", [app_id], "id", page)
+        return [_endpoint(r) for r in rows]
+
+    async def update_endpoint(self, endpoint: Endpoint) -> None:
+        row = _endpoint_row(endpoint)
+        await self._write(_conflict_on_unique(lambda c: c.execute(Q["endpoint_update"], row)))
+
+    async def delete_endpoint(self, app_id: str, endpoint_id: str) -> bool:
+        cur = await self._write(lambda c: c.execute(Q["endpoint_delete"], (app_id, endpoint_id)))
+        return cur.rowcount > 0
+
+    async def endpoint_stats(
+        self, app_id: str, endpoint_id: str, since: float | None, until: float | None
+    ) -> EndpointStats:
+        args = (endpoint_id, app_id, since or 0.0, until or FOREVER)
+        rows = await self._read(lambda c: c.execute(Q["endpoint_stats"], args).fetchall())
+        counts = {MessageStatus(s).text: n for s, n in rows}
+        return EndpointStats(**counts)
+
+    # messages ----------------------------------------------------------------------------------
+    async def create_message(
+        self, message: Message, idempotency: IdempotentWrite | None = None
+    ) -> int:
+        m = message
+        channels = None if m.channels is None else _json.encode(m.channels).decode()
+
+        def op(c: sqlite3.Connection) -> int:
+            if (
+                m.event_id is not None
+                and c.execute(Q["message_event_id_exists"], (m.app_id, m.event_id)).fetchone()
+            ):
+                raise errors.Conflict(f"A message with eventId {m.event_id!r} already exists")
+            c.execute(
+                Q["message_insert"],
+                (m.id, m.app_id, m.event_type, m.event_id, channels, m.payload, m.created_at),
+            )
+            endpoints = [_endpoint(r) for r in c.execute(Q["endpoints_of_app"], (m.app_id,))]
+            targets = [e.id for e in endpoints if e.accepts(m.event_type, m.channels)]
+            c.executemany(
+                Q["delivery_insert"],
+                [(m.id, ep, m.app_id, m.created_at, m.created_at, m.created_at) for ep in targets],
+            )
+            if idempotency is not None:
+                _finish_idempotency(c, idempotency)
+            return len(targets)
+
+        return await self._write(op)
+
+    async def get_message(self, app_id: str, ref: str) -> Message | None:
+        row = await self._read(
+            lambda c: c.execute(Q["message_get"], (app_id, ref, ref, ref)).fetchone()
+        )
+        return None if row is None else _message(row)
+
+    async def list_messages(self, app_id: str, flt: MessageFilter, page: Page) -> list[Message]:
+        where, args = ["app_id = ?"], [app_id]
+        if flt.channel is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
+            args.append(flt.channel)
+        if flt.event_types:
+            where.append(f"event_type IN ({','.join('?' * len(flt.event_types))})")
+            args.extend(flt.event_types)
+        _time_window(where, args, flt.before, flt.after)
+        rows = await self._page("messages", MESSAGE_COLUMNS, " AND ".join(where), args, "id", page)
+        return [_message(r) for r in rows]
+
+    # the delivery queue ------------------------------------------------------------------------
+    async def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Claim]:
+        params = {"now": now, "lease_until": now + lease_seconds, "limit": limit}
+
+        def op(c: sqlite3.Connection) -> list[Claim]:
+            leased = c.execute(Q["claim_due"], params).fetchall()
+            if not leased:
+                return []
+            messages = _by_id(c, "messages", MESSAGE_COLUMNS, {r[0] for r in leased}, _message)
+            endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in leased}, _endpoint)
+            claims = []
+            for msg_id, endpoint_id, attempts, lease, trigger in leased:
+                endpoint = endpoints[endpoint_id]
+                if endpoint.disabled:  # nothing would ever send it: fail it now
+                    c.execute(Q["delivery_fail_disabled"], (now, msg_id, endpoint_id, lease))
+                    continue
+                claims.append(
+                    Claim(
+                        message=messages[msg_id],
+                        endpoint=endpoint,
+                        attempts=attempts,
+                        lease=lease,
+                        trigger=Trigger(trigger),
+                    )
+                )
+            return claims
+
+        return await self._write(op)
+
+    async def complete(self, completions: Sequence[Completion], now: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            for done in completions:
+                a = done.attempt
+                c.execute(Q["attempt_insert"], _attempt_row(a))
+                cur = c.execute(
+                    Q["delivery_complete"],
+                    {
+                        "status": int(done.next_status),
+                        "due_at": done.next_attempt_at,
+                        "now": now,
+                        "msg_id": a.msg_id,
+                        "endpoint_id": a.endpoint_id,
+                        "lease": done.lease,
+                    },
+                )
+                if cur.rowcount and done.disable_endpoint:
+                    c.execute(Q["endpoint_disable"], (now, a.endpoint_id))
+
+        await self._write(op)
+
+    async def next_due_at(self) -> float | None:
+        row = await self._read(lambda c: c.execute(Q["next_due"]).fetchone())
+        return None if row[0] is None else float(row[0])
+
+    async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            msg = c.execute(Q["message_get"], (app_id, msg_id, msg_id, msg_id)).fetchone()
+            ep = c.execute(Q["endpoint_get"], (app_id, endpoint_id, endpoint_id, endpoint_id))
+            if msg is None or ep.fetchone() is None:
+                raise errors.NotFound()
+            c.execute(
+                Q["delivery_requeue"],
+                {
+                    "msg_id": msg_id,
+                    "endpoint_id": endpoint_id,
+                    "app_id": app_id,
+                    "now": now,
+                    "created_at": _message(msg).created_at,
+                },
+            )
+
+        await self._write(op)
+
+    async def recover(
+        self, app_id: str, endpoint_id: str, since: float, until: float | None, now: float
+    ) -> int:
+        params = {
+            "app_id": app_id,
+            "endpoint_id": endpoint_id,
+            "since": since,
+            "until": until if until is not None else FOREVER,
+            "now": now,
+        }
+        cur = await self._write(lambda c: c.execute(Q["delivery_recover"], params))
+        return int(cur.rowcount)
+
+    # attempts and per-endpoint status ----------------------------------------------------------
+    async def list_attempts(self, app_id: str, flt: AttemptFilter, page: Page) -> list[Attempt]:
+        where: list[str] = ["app_id = ?"]
+        args: list[Any] = [app_id]
+        for column, value in (("msg_id", flt.msg_id), ("endpoint_id", flt.endpoint_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if flt.status is not None:
+            where.append("status = ?")
+            args.append(int(flt.status))
+        if flt.status_code_class is not None:
+            if flt.status_code_class == 0:
+                where.append("response_status_code = 0")
+            else:
+                where.append("response_status_code / 100 * 100 = ?")
+                args.append(flt.status_code_class)
+        _time_window(where, args, flt.before, flt.after)
+        rows = await self._page("attempts", ATTEMPT_COLUMNS, " AND ".join(where), args, "id", page)
+        return [_attempt(r) for r in rows]
+
+    async def get_attempt(self, app_id: str, msg_id: str, attempt_id: str) -> Attempt | None:
+        row = await self._read(
+            lambda c: c.execute(Q["attempt_get"], (app_id, msg_id, attempt_id)).fetchone()
+        )
+        return None if row is None else _attempt(row)
+
+    async def list_deliveries(
+        self, app_id: str, msg_id: str, page: Page
+    ) -> list[tuple[Endpoint, Delivery]]:
+        cols = ", ".join(f"e.{c.strip()}" for c in ENDPOINT_COLUMNS.split(","))
+        where, args = ["d.msg_id = ?", "d.app_id = ?"], [msg_id, app_id]
+        if page.after is not None:
+            where.append("e.id < ?" if page.descending else "e.id > ?")
+            args.append(page.after)
+        sql = (
+            f"SELECT {cols}, d.status, d.attempts, d.due_at, d.updated_at "
+            "FROM deliveries d JOIN endpoints e ON e.id = d.endpoint_id "
+            f"WHERE {' AND '.join(where)} "
+            f"ORDER BY e.id {'DESC' if page.descending else 'ASC'} LIMIT ?"
+        )
+        rows = await self._read(lambda c: c.execute(sql, [*args, page.limit]).fetchall())
+        out = []
+        for r in rows:
+            endpoint, (status, attempts, due_at, updated_at) = _endpoint(r[:15]), r[15:]
+            state = MessageStatus(status)
+            out.append(
+                (
+                    endpoint,
+                    Delivery(
+                        msg_id=msg_id,
+                        endpoint_id=endpoint.id,
+                        app_id=app_id,
+                        status=state,
+                        attempts=attempts,
+                        next_attempt_at=due_at if state is MessageStatus.PENDING else None,
+                        updated_at=updated_at,
+                    ),
+                )
+            )
+        return out
+
+    # idempotency -------------------------------------------------------------------------------
+    async def idempotency_begin(
+        self, key: str, fingerprint: str, now: float, lock_seconds: float
+    ) -> IdempotencyState:
+        def op(c: sqlite3.Connection) -> IdempotencyState:
+            row = c.execute(Q["idempotency_get"], (key,)).fetchone()
+            if row is not None and row[5] > now:
+                stored_fp, state, lock_until, status, body, _ = row
+                if state == 1:
+                    if stored_fp and stored_fp != fingerprint:
+                        return IdempotencyState(state="mismatch")
+                    return IdempotencyState(
+                        state="done", response=StoredResponse(status=status, body=bytes(body))
+                    )
+                if stored_fp != fingerprint:
+                    return IdempotencyState(state="mismatch")
+                if lock_until is not None and lock_until > now:
+                    return IdempotencyState(state="pending")
+            lock_until = now + lock_seconds
+            c.execute(
+                Q["idempotency_lock"],
+                {
+                    "key": key,
+                    "fingerprint": fingerprint,
+                    "lock_until": lock_until,
+                    "expires_at": lock_until,
+                },
+            )
+            return IdempotencyState(state="owner")
+
+        return await self._write(op)
+
+    async def idempotency_finish(self, write: IdempotentWrite) -> None:
+        await self._write(lambda c: _finish_idempotency(c, write))
+
+    async def idempotency_release(self, key: str) -> None:
+        await self._write(lambda c: c.execute(Q["idempotency_release"], (key,)))
+
+    async def purge_expired(self, now: float) -> int:
+        cur = await self._write(lambda c: c.execute(Q["idempotency_purge"], (now,)))
+        return int(cur.rowcount)
+
+    # helpers -----------------------------------------------------------------------------------
+    async def _page(
+        self, table: str, columns: str, where: str, args: list[Any], key: str, page: Page
+    ) -> list[tuple[Any, ...]]:
+        args = list(args)
+        if page.after is not None:
+            where += f" AND {key} {'<' if page.descending else '>'} ?"
+            args.append(page.after)
+        order = "DESC" if page.descending else "ASC"
+        sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key} {order} LIMIT ?"
+        args.append(page.limit)
+        return await self._read(lambda c: c.execute(sql, args).fetchall())
+
+
+# row conversion ------------------------------------------------------------------------------
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (our DDL has no ';' or '--' inside literals)."""
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _conflict_on_unique(
+    fn: Callable[[sqlite3.Connection], Any],
+) -> Callable[[sqlite3.Connection], Any]:
+    def wrapped(c: sqlite3.Connection) -> Any:
+        try:
+            return fn(c)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise errors.Conflict("An entity with this identifier already exists") from exc
+            raise
+
+    return wrapped
+
+
+def _finish_idempotency(c: sqlite3.Connection, write: IdempotentWrite) -> None:
+    c.execute(
+        Q["idempotency_finish"],
+        {
+            "key": write.key,
+            "status": write.response.status,
+            "body": write.response.body,
+            "expires_at": write.expires_at,
+        },
+    )
+
+
+def _time_window(
+    where: list[str], args: list[Any], before: float | None, after: float | None
+) -> None:
+    if before is not None:
+        where.append("created_at < ?")
+        args.append(before)
+    if after is not None:
+        where.append("created_at > ?")
+        args.append(after)
+
+
+def _by_id(
+    c: sqlite3.Connection,
+    table: str,
+    columns: str,
+    wanted: set[str],
+    build: Callable[[tuple[Any, ...]], Any],
+) -> dict[str, Any]:
+    marks = ",".join("?" * len(wanted))
+    rows = c.execute(f"SELECT {columns} FROM {table} WHERE id IN ({marks})", list(wanted))
+    return {r[0]: build(r) for r in rows}
+
+
+def _opt_json(value: Any) -> str | None:
+    return None if value is None else _json.encode(value).decode()
+
+
+def _app_row(a: Application) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "org_id": a.org_id,
+        "uid": a.uid,
+        "name": a.name,
+        "throttle_rate": a.throttle_rate,
+        "metadata": _json.encode(a.metadata).decode(),
+        "created_at": a.created_at,
+        "updated_at": a.updated_at,
+    }
+
+
+def _app(r: tuple[Any, ...]) -> Application:
+    return Application(
+        id=r[0],
+        org_id=r[1],
+        uid=r[2],
+        name=r[3],
+        throttle_rate=r[4],
+        metadata=_str_map.decode(r[5]),
+        created_at=r[6],
+        updated_at=r[7],
+    )
+
+
+def _event_type_row(e: EventType) -> dict[str, Any]:
+    return {
+        "org_id": e.org_id,
+        "name": e.name,
+        "description": e.description,
+        "archived": int(e.archived),
+        "deprecated": int(e.deprecated),
+        "feature_flag": e.feature_flag,
+        "schemas": _opt_json(e.schemas),
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
+
+
+def _event_type(r: tuple[Any, ...]) -> EventType:
+    return EventType(
+        org_id=r[0],
+        name=r[1],
+        description=r[2],
+        archived=bool(r[3]),
+        deprecated=bool(r[4]),
+        feature_flag=r[5],
+        schemas=None if r[6] is None else _any_map.decode(r[6]),
+        created_at=r[7],
+        updated_at=r[8],
+    )
+
+
+def _endpoint_row(e: Endpoint) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "app_id": e.app_id,
+        "uid": e.uid,
+        "url": e.url,
+        "description": e.description,
+        "disabled": int(e.disabled),
+        "event_types": _opt_json(e.event_types),
+        "channels": _opt_json(e.channels),
+        "rate_limit": e.rate_limit,
+        "throttle_rate": e.throttle_rate,
+        "metadata": _json.encode(e.metadata).decode(),
+        "headers": _json.encode(e.headers).decode(),
+        "keys": _json.encode(e.keys).decode(),
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
+
+
+def _endpoint(r: tuple[Any, ...]) -> Endpoint:
+    return Endpoint(
+        id=r[0],
+        app_id=r[1],
+        uid=r[2],
+        url=r[3],
+        description=r[4],
+        disabled=bool(r[5]),
+        event_types=None if r[6] is None else _str_tuple.decode(r[6]),
+        channels=None if r[7] is None else _str_tuple.decode(r[7]),
+        rate_limit=r[8],
+        throttle_rate=r[9],
+        metadata=_str_map.decode(r[10]),
+        headers=_str_map.decode(r[11]),
+        keys=_keys_decoder.decode(r[12]),
+        created_at=r[13],
+        updated_at=r[14],
+    )
+
+
+def _message(r: tuple[Any, ...]) -> Message:
+    return Message(
+        id=r[0],
+        app_id=r[1],
+        event_type=r[2],
+        event_id=r[3],
+        channels=None if r[4] is None else _str_tuple.decode(r[4]),
+        payload=bytes(r[5]),
+        created_at=r[6],
+    )
+
+
+def _attempt_row(a: Attempt) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "msg_id": a.msg_id,
+        "endpoint_id": a.endpoint_id,
+        "app_id": a.app_id,
+        "url": a.url,
+        "status": int(a.status),
+        "response_status_code": a.response_status_code,
+        "response": a.response,
+        "duration_ms": a.duration_ms,
+        "trigger": int(a.trigger),
+        "created_at": a.created_at,
+    }
+
+
+def _attempt(r: tuple[Any, ...]) -> Attempt:
+    return Attempt(
+        id=r[0],
+        msg_id=r[1],
+        endpoint_id=r[2],
+        app_id=r[3],
+        url=r[4],
+        status=MessageStatus(r[5]),
+        response_status_code=r[6],
+        response=r[7],
+        duration_ms=r[8],
+        trigger=Trigger(r[9]),
+        created_at=r[10],
+    )

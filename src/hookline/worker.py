@@ -1,0 +1,133 @@
+"""The delivery worker: claim due tasks in batches, deliver them concurrently, record outcomes.
+
+A claim is a lease (``Settings.lease_seconds``, longer than any request may take). If the process
+dies, the lease runs out and any worker claims the task again, so delivery is at-least-once.
+On a graceful stop the worker stops claiming, lets in-flight deliveries finish (bounded by the
+request timeout) and records them before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import aiohttp
+import structlog
+
+from hookline import delivery
+from hookline.models import Claim, MessageStatus
+
+if TYPE_CHECKING:
+    from hookline.app import Hookline
+
+CLAIM_BATCH = 256  # tasks per claim transaction
+IDLE_POLL_SECONDS = 0.05  # how often an idle worker looks for work another process queued
+ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
+
+log = structlog.get_logger("hookline.worker")
+
+
+class Worker:
+    """Runs deliveries for one process; ``run`` returns after ``stop`` is set and work drained."""
+
+    def __init__(
+        self,
+        hl: Hookline,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._hl = hl
+        self._session = session
+        self._clock = clock
+        self._rand = rand
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self._hl.settings
+        log.info("worker_started", concurrency=settings.worker_concurrency)
+        while not stop.is_set():
+            free = settings.worker_concurrency - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                claims = await self._hl.store.claim_due(
+                    self._clock(), min(free, CLAIM_BATCH), settings.lease_seconds
+                )
+            except Exception:
+                log.exception("claim_failed")
+                await _wait(stop, ERROR_BACKOFF_SECONDS)
+                continue
+            for claim in claims:
+                task = asyncio.create_task(self._deliver(claim))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if len(claims) < min(free, CLAIM_BATCH):
+                await self._idle(stop)
+        if self._inflight:
+            log.info("worker_draining", inflight=len(self._inflight))
+            await asyncio.wait(self._inflight)
+        log.info("worker_stopped")
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Sleep until new work is signalled, the next retry is due, or the poll interval."""
+        wake = self._hl.wake
+        wake.clear()
+        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _deliver(self, claim: Claim) -> None:
+        settings = self._hl.settings
+        try:
+            request = delivery.prepare(claim, self._clock())
+            response = await delivery.send(
+                self._session,
+                request,
+                timeout_seconds=settings.request_timeout,
+                policy=self._hl.egress_policy,
+            )
+            now = self._clock()
+            done = delivery.classify(
+                claim,
+                request,
+                response,
+                schedule=settings.retry_schedule,
+                now=now,
+                rand=self._rand,
+            )
+            await self._hl.store.complete([done], now)
+        except Exception:
+            # The lease will run out and the task be claimed again: at-least-once, never lost.
+            log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
+            return
+        a = done.attempt
+        log.debug(
+            "attempt_recorded",
+            msg_id=a.msg_id,
+            endpoint_id=a.endpoint_id,
+            attempt_id=a.id,
+            status_code=a.response_status_code,
+            next_status=MessageStatus(done.next_status).text,
+            duration_ms=a.duration_ms,
+        )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -325,7 +325,12 @@ class SqliteStore:
     async def endpoint_stats(
         self, app_id: str, endpoint_id: str, since: float | None, until: float | None
     ) -> EndpointStats:
-        args = (endpoint_id, app_id, since or 0.0, until or FOREVER)
+        args = (
+            endpoint_id,
+            app_id,
+            0.0 if since is None else since,
+            FOREVER if until is None else until,
+        )
         rows = await self._read(lambda c: c.execute(Q["endpoint_stats"], args).fetchall())
         counts = {MessageStatus(s).text: n for s, n in rows}
         return EndpointStats(**counts)
@@ -433,9 +438,11 @@ class SqliteStore:
 
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         def op(c: sqlite3.Connection) -> None:
-            msg = c.execute(Q["message_get"], (app_id, msg_id, msg_id, msg_id)).fetchone()
-            ep = c.execute(Q["endpoint_get"], (app_id, endpoint_id, endpoint_id, endpoint_id))
-            if msg is None or ep.fetchone() is None:
+            msg = c.execute(Q["message_created_at"], (app_id, msg_id)).fetchone()
+            if (
+                msg is None
+                or c.execute(Q["endpoint_exists"], (app_id, endpoint_id)).fetchone() is None
+            ):
                 raise errors.NotFound()
             c.execute(
                 Q["delivery_requeue"],
@@ -444,7 +451,7 @@ class SqliteStore:
                     "endpoint_id": endpoint_id,
                     "app_id": app_id,
                     "now": now,
-                    "created_at": _message(msg).created_at,
+                    "created_at": msg[0],
                 },
             )
 

@@ -136,6 +136,12 @@ VALUES (:id, :msg_id, :endpoint_id, :app_id, :url, :status, :response_status_cod
 -- name: next_due
 SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 
+-- name: message_created_at
+SELECT created_at FROM messages WHERE app_id = ? AND id = ?
+
+-- name: endpoint_exists
+SELECT 1 FROM endpoints WHERE app_id = ? AND id = ?
+
 -- name: delivery_requeue
 INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, lease, trigger,
     created_at, updated_at)

@@ -1,0 +1,613 @@
+"""The in-process store: plain dicts, nothing durable.
+
+Serves unit tests and throwaway runs (``memory://``). It keeps the same rules as the SQLite
+store and passes the same contract suite (``tests/contract``); keep the two in step.
+
+No method awaits anything between reading and writing its dicts, so on one event loop every
+method runs as a single step: that is what makes ``create_message`` and ``claim_due`` atomic
+here without a lock. Lookups are linear scans; this backend is not meant for large volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import msgspec
+from msgspec.structs import replace
+
+from hookline import errors, ids
+from hookline.models import (
+    Application,
+    Attempt,
+    Claim,
+    Completion,
+    Delivery,
+    Endpoint,
+    EndpointStats,
+    EventType,
+    Message,
+    MessageStatus,
+    Org,
+    Page,
+    StoredResponse,
+    Token,
+    Trigger,
+)
+from hookline.store.base import (
+    AttemptFilter,
+    IdempotencyState,
+    IdempotentWrite,
+    MessageFilter,
+)
+
+if TYPE_CHECKING:
+    from hookline.store.base import Store
+
+_T = TypeVar("_T")
+
+
+class _Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One message towards one endpoint, plus the queue bookkeeping ``Delivery`` leaves out."""
+
+    msg_id: str
+    endpoint_id: str
+    app_id: str
+    status: MessageStatus
+    attempts: int
+    next_attempt_at: float | None
+    updated_at: float
+    trigger: Trigger
+    # Fencing token: bumped on every claim and requeue so an older lease holder's completion
+    # no longer matches.
+    lease: int = 0
+    lease_until: float | None = None
+
+    def delivery(self) -> Delivery:
+        # Only a pending task has a next attempt to show; keep in step with list_deliveries
+        # in sqlite.py.
+        pending = self.status == MessageStatus.PENDING
+        return Delivery(
+            msg_id=self.msg_id,
+            endpoint_id=self.endpoint_id,
+            app_id=self.app_id,
+            status=self.status,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at if pending else None,
+            updated_at=self.updated_at,
+        )
+
+    def due_at(self) -> float | None:
+        """When this task becomes claimable, or None if it never will on its own."""
+        if self.status == MessageStatus.PENDING:
+            return self.next_attempt_at
+        if self.status == MessageStatus.SENDING:
+            return self.lease_until
+        return None
+
+
+class _IdempotencyRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A key that is being worked on (``response`` None) or has its final answer.
+
+    ``expires_at`` is the owner's lock deadline while pending and the end of the replay window
+    once finished: past it the row counts as absent, so a crashed owner's key frees itself.
+    """
+
+    fingerprint: str  # "" when the answer was written without a begin: matches any request
+    expires_at: float
+    response: StoredResponse | None = None
+
+
+def _page(items: Iterable[_T], key: Callable[[_T], str], page: Page) -> list[_T]:
+    """Keyset paging: sort by ``key``, skip up to and including ``page.after``, cut at limit."""
+    rows = sorted(items, key=key, reverse=page.descending)
+    after = page.after
+    if after is not None:
+        if page.descending:
+            rows = [r for r in rows if key(r) < after]
+        else:
+            rows = [r for r in rows if key(r) > after]
+    return rows[: max(page.limit, 0)]
+
+
+def _in_window(at: float, since: float | None, until: float | None) -> bool:
+    """``since`` inclusive, ``until`` exclusive; a missing bound does not restrict."""
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+class MemoryStore:
+    """A ``Store`` held in dicts of frozen records; everything is lost when the process ends."""
+
+    def __init__(self) -> None:
+        self._orgs: dict[str, Org] = {}
+        self._tokens: dict[str, Token] = {}
+        self._token_by_hash: dict[str, str] = {}  # token hash -> token id
+        self._apps: dict[str, Application] = {}
+        self._event_types: dict[tuple[str, str], EventType] = {}  # (org_id, name)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._messages: dict[str, Message] = {}
+        self._tasks: dict[tuple[str, str], _Task] = {}  # (msg_id, endpoint_id)
+        self._attempts: dict[str, Attempt] = {}
+        self._idempotency: dict[str, _IdempotencyRow] = {}
+
+    # lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close; the data stays until the object is dropped."""
+
+    async def migrate(self) -> None:
+        """Nothing to migrate: the layout is the code."""
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    # tenants and tokens ------------------------------------------------------------------------
+    async def ensure_org(self, name: str, now: float) -> Org:
+        """Return the org called ``name``, creating it on first use."""
+        for org in self._orgs.values():
+            if org.name == name:
+                return org
+        org = Org(id=ids.new(ids.ORG), name=name, created_at=now)
+        self._orgs[org.id] = org
+        return org
+
+    async def create_token(self, org_id: str, name: str, token_hash: str, now: float) -> Token:
+        """Record an API token by the hash of its secret; the secret itself is never stored."""
+        token = Token(id=ids.new(ids.TOKEN), org_id=org_id, name=name, created_at=now)
+        self._tokens[token.id] = token
+        self._token_by_hash[token_hash] = token.id
+        return token
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        """The token whose secret hashes to ``token_hash``, if any."""
+        token_id = self._token_by_hash.get(token_hash)
+        return None if token_id is None else self._tokens.get(token_id)
+
+    async def count_tokens(self) -> int:
+        """How many tokens exist across all orgs."""
+        return len(self._tokens)
+
+    # applications ------------------------------------------------------------------------------
+    def _app_uid_taken(self, org_id: str, uid: str | None, app_id: str) -> bool:
+        return uid is not None and any(
+            a.org_id == org_id and a.uid == uid and a.id != app_id for a in self._apps.values()
+        )
+
+    async def create_app(self, app: Application) -> None:
+        """Store a new application; ``errors.Conflict`` if its id or uid is taken in the org."""
+        if app.id in self._apps or self._app_uid_taken(app.org_id, app.uid, app.id):
+            raise errors.Conflict("An application with this uid already exists")
+        self._apps[app.id] = app
+
+    async def get_app(self, org_id: str, ref: str) -> Application | None:
+        """The org's application whose id or uid is ``ref``; other orgs' apps are invisible."""
+        app = self._apps.get(ref)
+        if app is not None and app.org_id == org_id:
+            return app
+        for app in self._apps.values():
+            if app.org_id == org_id and app.uid == ref:
+                return app
+        return None
+
+    async def list_apps(self, org_id: str, page: Page) -> list[Application]:
+        """One page of the org's applications, keyed on id."""
+        apps = (a for a in self._apps.values() if a.org_id == org_id)
+        return _page(apps, lambda a: a.id, page)
+
+    async def update_app(self, app: Application) -> None:
+        """Replace a stored application (matched by id and org); a missing one is left alone."""
+        current = self._apps.get(app.id)
+        if current is None or current.org_id != app.org_id:
+            return
+        if self._app_uid_taken(app.org_id, app.uid, app.id):
+            raise errors.Conflict("An application with this uid already exists")
+        self._apps[app.id] = app
+
+    async def delete_app(self, org_id: str, app_id: str) -> bool:
+        """Delete the app with its endpoints, messages, tasks and attempts; False if absent."""
+        app = self._apps.get(app_id)
+        if app is None or app.org_id != org_id:
+            return False
+        del self._apps[app_id]
+        self._endpoints = {k: v for k, v in self._endpoints.items() if v.app_id != app_id}
+        self._messages = {k: v for k, v in self._messages.items() if v.app_id != app_id}
+        self._tasks = {k: v for k, v in self._tasks.items() if v.app_id != app_id}
+        self._attempts = {k: v for k, v in self._attempts.items() if v.app_id != app_id}
+        return True
+
+    # event types -------------------------------------------------------------------------------
+    async def create_event_type(self, event_type: EventType) -> None:
+        """Store a new event type; ``errors.Conflict`` if the name exists, even archived."""
+        key = (event_type.org_id, event_type.name)
+        if key in self._event_types:
+            raise errors.Conflict("An event type with this name already exists")
+        self._event_types[key] = event_type
+
+    async def get_event_type(self, org_id: str, name: str) -> EventType | None:
+        """The org's event type called ``name``, archived or not."""
+        return self._event_types.get((org_id, name))
+
+    async def list_event_types(
+        self, org_id: str, page: Page, include_archived: bool
+    ) -> list[EventType]:
+        """One page of the org's event types, keyed on name; archived ones only when asked."""
+        types = (
+            t
+            for t in self._event_types.values()
+            if t.org_id == org_id and (include_archived or not t.archived)
+        )
+        return _page(types, lambda t: t.name, page)
+
+    async def update_event_type(self, event_type: EventType) -> None:
+        """Replace the stored event type with the same org and name; a missing one is ignored."""
+        key = (event_type.org_id, event_type.name)
+        if key in self._event_types:
+            self._event_types[key] = event_type
+
+    # endpoints ---------------------------------------------------------------------------------
+    def _endpoint_uid_taken(self, app_id: str, uid: str | None, endpoint_id: str) -> bool:
+        return uid is not None and any(
+            e.app_id == app_id and e.uid == uid and e.id != endpoint_id
+            for e in self._endpoints.values()
+        )
+
+    async def create_endpoint(self, endpoint: Endpoint) -> None:
+        """Store a new endpoint; ``errors.Conflict`` if its id or uid is taken in the app."""
+        if endpoint.id in self._endpoints or self._endpoint_uid_taken(
+            endpoint.app_id, endpoint.uid, endpoint.id
+        ):
+            raise errors.Conflict("An endpoint with this uid already exists")
+        self._endpoints[endpoint.id] = endpoint
+
+    async def get_endpoint(self, app_id: str, ref: str) -> Endpoint | None:
+        """The app's endpoint whose id or uid is ``ref``."""
+        endpoint = self._endpoints.get(ref)
+        if endpoint is not None and endpoint.app_id == app_id:
+            return endpoint
+        for endpoint in self._endpoints.values():
+            if endpoint.app_id == app_id and endpoint.uid == ref:
+                return endpoint
+        return None
+
+    async def list_endpoints(self, app_id: str, page: Page) -> list[Endpoint]:
+        """One page of the app's endpoints, keyed on id."""
+        endpoints = (e for e in self._endpoints.values() if e.app_id == app_id)
+        return _page(endpoints, lambda e: e.id, page)
+
+    async def update_endpoint(self, endpoint: Endpoint) -> None:
+        """Replace a stored endpoint (matched by id and app); a missing one is left alone."""
+        current = self._endpoints.get(endpoint.id)
+        if current is None or current.app_id != endpoint.app_id:
+            return
+        if self._endpoint_uid_taken(endpoint.app_id, endpoint.uid, endpoint.id):
+            raise errors.Conflict("An endpoint with this uid already exists")
+        self._endpoints[endpoint.id] = endpoint
+
+    async def delete_endpoint(self, app_id: str, endpoint_id: str) -> bool:
+        """Delete the endpoint and its pending work; its attempts stay as history."""
+        endpoint = self._endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.app_id != app_id:
+            return False
+        del self._endpoints[endpoint_id]
+        self._tasks = {k: v for k, v in self._tasks.items() if v.endpoint_id != endpoint_id}
+        return True
+
+    async def endpoint_stats(
+        self, app_id: str, endpoint_id: str, since: float | None, until: float | None
+    ) -> EndpointStats:
+        """Count the endpoint's tasks by status, for messages created in [since, until)."""
+        counts = dict.fromkeys(MessageStatus, 0)
+        for task in self._tasks.values():
+            if task.app_id != app_id or task.endpoint_id != endpoint_id:
+                continue
+            message = self._messages.get(task.msg_id)
+            if message is not None and _in_window(message.created_at, since, until):
+                counts[task.status] += 1
+        return EndpointStats(
+            success=counts[MessageStatus.SUCCESS],
+            pending=counts[MessageStatus.PENDING],
+            sending=counts[MessageStatus.SENDING],
+            fail=counts[MessageStatus.FAIL],
+        )
+
+    # messages ----------------------------------------------------------------------------------
+    async def create_message(
+        self, message: Message, idempotency: IdempotentWrite | None = None
+    ) -> int:
+        """Store the message, one task per endpoint that accepts it, and the idempotent answer.
+
+        Raises ``errors.Conflict`` (and writes nothing) when the app already has a message
+        with this ``event_id``.
+        """
+        if message.event_id is not None and any(
+            m.app_id == message.app_id and m.event_id == message.event_id
+            for m in self._messages.values()
+        ):
+            raise errors.Conflict("A message with this event id already exists")
+        if message.id in self._messages:
+            raise errors.Conflict("A message with this id already exists")
+        targets = [
+            e
+            for e in self._endpoints.values()
+            if e.app_id == message.app_id and e.accepts(message.event_type, message.channels)
+        ]
+        # Every check is done above: from here on nothing can fail, so the message, its tasks
+        # and the idempotent answer appear together or not at all.
+        self._messages[message.id] = message
+        for endpoint in targets:
+            self._tasks[(message.id, endpoint.id)] = _Task(
+                msg_id=message.id,
+                endpoint_id=endpoint.id,
+                app_id=message.app_id,
+                status=MessageStatus.PENDING,
+                attempts=0,
+                next_attempt_at=message.created_at,
+                updated_at=message.created_at,
+                trigger=Trigger.SCHEDULED,
+            )
+        if idempotency is not None:
+            self._finish_idempotency(idempotency)
+        return len(targets)
+
+    async def get_message(self, app_id: str, ref: str) -> Message | None:
+        """The app's message whose id or event_id is ``ref``."""
+        message = self._messages.get(ref)
+        if message is not None and message.app_id == app_id:
+            return message
+        for message in self._messages.values():
+            if message.app_id == app_id and message.event_id == ref:
+                return message
+        return None
+
+    async def list_messages(self, app_id: str, flt: MessageFilter, page: Page) -> list[Message]:
+        """One page of the app's messages that pass ``flt``, keyed on id."""
+
+        def wanted(m: Message) -> bool:
+            return (
+                m.app_id == app_id
+                and (flt.channel is None or flt.channel in (m.channels or ()))
+                and (flt.event_types is None or m.event_type in flt.event_types)
+                and (flt.before is None or m.created_at < flt.before)
+                and (flt.after is None or m.created_at > flt.after)
+            )
+
+        return _page(filter(wanted, self._messages.values()), lambda m: m.id, page)
+
+    # the delivery queue ------------------------------------------------------------------------
+    async def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Claim]:
+        """Lease up to ``limit`` due tasks, oldest due first.
+
+        Due means pending and scheduled at or before ``now``, or sending with an expired
+        lease (the worker holding it crashed or stalled). A due task whose endpoint is
+        disabled is failed instead: nothing would ever send it.
+        """
+        due: list[tuple[float, _Task]] = []
+        for task in self._tasks.values():
+            due_at = task.due_at()
+            if due_at is not None and due_at <= now:
+                due.append((due_at, task))
+        # Ties broken by key so every backend hands out the same order.
+        due.sort(key=lambda d: (d[0], d[1].msg_id, d[1].endpoint_id))
+
+        claims: list[Claim] = []
+        for _, task in due:
+            if len(claims) >= limit:
+                break
+            key = (task.msg_id, task.endpoint_id)
+            endpoint = self._endpoints[task.endpoint_id]
+            if endpoint.disabled:
+                self._tasks[key] = replace(
+                    task,
+                    status=MessageStatus.FAIL,
+                    next_attempt_at=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+                continue
+            claimed = replace(
+                task,
+                status=MessageStatus.SENDING,
+                lease=task.lease + 1,
+                lease_until=now + lease_seconds,
+                updated_at=now,
+            )
+            self._tasks[key] = claimed
+            claims.append(
+                Claim(
+                    message=self._messages[task.msg_id],
+                    endpoint=endpoint,
+                    attempts=claimed.attempts,
+                    lease=claimed.lease,
+                    trigger=claimed.trigger,
+                )
+            )
+        return claims
+
+    async def complete(self, completions: Sequence[Completion], now: float) -> None:
+        """Record each attempt, and move its task on only if the lease is still the caller's."""
+        for completion in completions:
+            attempt = completion.attempt
+            # The request went out whether or not the lease still holds, so it is history.
+            self._attempts[attempt.id] = attempt
+            key = (attempt.msg_id, attempt.endpoint_id)
+            task = self._tasks.get(key)
+            if (
+                task is None
+                or task.status != MessageStatus.SENDING
+                or task.lease != completion.lease
+            ):
+                continue
+            self._tasks[key] = replace(
+                task,
+                status=completion.next_status,
+                attempts=task.attempts + 1,
+                next_attempt_at=completion.next_attempt_at,
+                trigger=Trigger.SCHEDULED,
+                lease_until=None,
+                updated_at=now,
+            )
+            if completion.disable_endpoint:
+                endpoint = self._endpoints.get(attempt.endpoint_id)
+                if endpoint is not None:
+                    self._endpoints[endpoint.id] = replace(endpoint, disabled=True, updated_at=now)
+
+    async def next_due_at(self) -> float | None:
+        """The earliest time any task becomes claimable, None when nothing is waiting."""
+        times = [t for t in (task.due_at() for task in self._tasks.values()) if t is not None]
+        return min(times, default=None)
+
+    async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
+        """Resend a message to an endpoint now, as a manual attempt with a fresh retry budget.
+
+        Raises ``errors.NotFound`` if the message or the endpoint is not in the app.
+        """
+        message = self._messages.get(msg_id)
+        endpoint = self._endpoints.get(endpoint_id)
+        if message is None or message.app_id != app_id:
+            raise errors.NotFound("Message not found")
+        if endpoint is None or endpoint.app_id != app_id:
+            raise errors.NotFound("Endpoint not found")
+        key = (msg_id, endpoint_id)
+        previous = self._tasks.get(key)
+        self._tasks[key] = _Task(
+            msg_id=msg_id,
+            endpoint_id=endpoint_id,
+            app_id=app_id,
+            status=MessageStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            updated_at=now,
+            trigger=Trigger.MANUAL,
+            # Bumped so a worker still sending the old task cannot complete the new one.
+            lease=0 if previous is None else previous.lease + 1,
+        )
+
+    async def recover(
+        self, app_id: str, endpoint_id: str, since: float, until: float | None, now: float
+    ) -> int:
+        """Put the endpoint's failed tasks for messages created in [since, until) back in line."""
+        recovered = 0
+        for key, task in list(self._tasks.items()):
+            if (
+                task.app_id != app_id
+                or task.endpoint_id != endpoint_id
+                or task.status != MessageStatus.FAIL
+            ):
+                continue
+            message = self._messages.get(task.msg_id)
+            if message is None or not _in_window(message.created_at, since, until):
+                continue
+            self._tasks[key] = replace(
+                task,
+                status=MessageStatus.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                trigger=Trigger.MANUAL,
+                lease=task.lease + 1,  # as requeue does; keep in step with delivery_recover
+                lease_until=None,
+                updated_at=now,
+            )
+            recovered += 1
+        return recovered
+
+    # attempts and per-endpoint status ----------------------------------------------------------
+    async def list_attempts(self, app_id: str, flt: AttemptFilter, page: Page) -> list[Attempt]:
+        """One page of the app's attempts that pass ``flt``, keyed on attempt id."""
+
+        def code_class_matches(code: int) -> bool:
+            if flt.status_code_class is None:
+                return True
+            if flt.status_code_class == 0:
+                return code == 0  # no HTTP response at all (timeout, refused, TLS ...)
+            return code // 100 * 100 == flt.status_code_class
+
+        def wanted(a: Attempt) -> bool:
+            return (
+                a.app_id == app_id
+                and (flt.msg_id is None or a.msg_id == flt.msg_id)
+                and (flt.endpoint_id is None or a.endpoint_id == flt.endpoint_id)
+                and (flt.status is None or a.status == flt.status)
+                and code_class_matches(a.response_status_code)
+                and (flt.before is None or a.created_at < flt.before)
+                and (flt.after is None or a.created_at > flt.after)
+            )
+
+        return _page(filter(wanted, self._attempts.values()), lambda a: a.id, page)
+
+    async def get_attempt(self, app_id: str, msg_id: str, attempt_id: str) -> Attempt | None:
+        """One attempt, only if it belongs to this app and message."""
+        attempt = self._attempts.get(attempt_id)
+        if attempt is None or attempt.app_id != app_id or attempt.msg_id != msg_id:
+            return None
+        return attempt
+
+    async def list_deliveries(
+        self, app_id: str, msg_id: str, page: Page
+    ) -> list[tuple[Endpoint, Delivery]]:
+        """The message's state towards each endpoint that still exists, keyed on endpoint id."""
+        pairs = [
+            (self._endpoints[task.endpoint_id], task.delivery())
+            for task in self._tasks.values()
+            if task.app_id == app_id
+            and task.msg_id == msg_id
+            and task.endpoint_id in self._endpoints
+        ]
+        return _page(pairs, lambda p: p[0].id, page)
+
+    # idempotency -------------------------------------------------------------------------------
+    async def idempotency_begin(
+        self, key: str, fingerprint: str, now: float, lock_seconds: float
+    ) -> IdempotencyState:
+        """Claim ``key`` for this request, or say why not (in flight, answered, or mismatched)."""
+        row = self._idempotency.get(key)
+        if row is None or row.expires_at <= now:
+            # New key, an answer past its replay window, or an owner whose lock ran out (it
+            # crashed before committing anything): this caller takes the key.
+            self._idempotency[key] = _IdempotencyRow(
+                fingerprint=fingerprint, expires_at=now + lock_seconds
+            )
+            return IdempotencyState(state="owner")
+        if row.response is not None:
+            if row.fingerprint and row.fingerprint != fingerprint:
+                return IdempotencyState(state="mismatch")
+            return IdempotencyState(state="done", response=row.response)
+        if row.fingerprint != fingerprint:
+            return IdempotencyState(state="mismatch")
+        return IdempotencyState(state="pending")
+
+    def _finish_idempotency(self, write: IdempotentWrite) -> None:
+        row = self._idempotency.get(write.key)
+        # IdempotentWrite carries no fingerprint: a row written without a begin gets "", which
+        # replays to any request with the key (keep in step with idempotency_begin in sqlite.py).
+        fingerprint = "" if row is None else row.fingerprint
+        self._idempotency[write.key] = _IdempotencyRow(
+            fingerprint=fingerprint, response=write.response, expires_at=write.expires_at
+        )
+
+    async def idempotency_finish(self, write: IdempotentWrite) -> None:
+        """Store the key's final answer, replayed to repeats until ``write.expires_at``."""
+        self._finish_idempotency(write)
+
+    async def idempotency_release(self, key: str) -> None:
+        """Drop a pending key (the request failed before answering) so a retry can own it."""
+        row = self._idempotency.get(key)
+        if row is not None and row.response is None:
+            del self._idempotency[key]
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete finished keys whose replay window has closed; return how many."""
+        expired = [
+            key
+            for key, row in self._idempotency.items()
+            if row.response is not None and row.expires_at <= now
+        ]
+        for key in expired:
+            del self._idempotency[key]
+        return len(expired)
+
+
+if TYPE_CHECKING:
+    # mypy proves here that MemoryStore satisfies the Store Protocol, signature by signature.
+    _protocol_check: Store = MemoryStore()

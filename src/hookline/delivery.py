@@ -6,7 +6,6 @@ stage with I/O and receives its aiohttp session. The worker strings them togethe
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -179,4 +178,4 @@ def new_session(policy: egress.EgressPolicy, limit: int) -> aiohttp.ClientSessio
     )
 
 
-__all__ = ["Request", "Response", "asyncio", "classify", "new_session", "prepare", "send"]
+

@@ -47,7 +47,23 @@ class Settings:
         return self.request_timeout + 10.0
 
 
+def parse_listen(value: str) -> str:
+    """``host:port`` (IPv6 hosts in brackets), with a port in 1..65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8071)")
+    return value
+
+
+def parse_database_url(value: str) -> str:
+    if not value.startswith(("sqlite:", "memory:")):
+        raise ValueError(f"{value!r}: use sqlite:///path/to/file.db or memory://")
+    return value
+
+
 _PARSERS: dict[str, Any] = {
+    "listen": parse_listen,
+    "database_url": parse_database_url,
     "retry_schedule": retry.parse_schedule,
     "allowed_subnets": egress.parse_allowed,
     "request_timeout": float,

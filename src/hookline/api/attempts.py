@@ -144,4 +144,5 @@ async def resend(call: Call) -> object:
         raise errors.NotFound()
     await call.hl.store.requeue(app.id, msg.id, ep.id, time.time())
     call.hl.wake.set()
-    return Response(status_code=202)
+    # an empty JSON object, not an empty body: the svix SDK parses it as EmptyResponse
+    return Response(b"{}", 202, media_type=http.JSON)

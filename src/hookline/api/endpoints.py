@@ -247,12 +247,15 @@ async def get_endpoint_secret(call: Call) -> object:
 @route(
     "POST",
     "/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
-    status=204,
     body=EndpointSecretRotateIn,
+    response=EndpointSecretOut,
     tag=TAG,
 )
-async def rotate_endpoint_secret(call: Call, body: EndpointSecretRotateIn) -> None:
-    """Start signing with a new secret; the old one also signs until its grace period ends."""
+async def rotate_endpoint_secret(call: Call, body: EndpointSecretRotateIn) -> object:
+    """Start signing with a new secret; the old one also signs until its grace period ends.
+
+    Answers the new secret: the svix SDK (2.x) parses the answer as ``EndpointSecretOut``.
+    """
     ep = await load(call)
     now = time.time()
     grace = (
@@ -269,6 +272,7 @@ async def rotate_endpoint_secret(call: Call, body: EndpointSecretRotateIn) -> No
     await call.hl.store.update_endpoint(
         msgspec.structs.replace(ep, keys=(new, *old), updated_at=now)
     )
+    return EndpointSecretOut(key=new.secret)
 
 
 def _check_headers(headers: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(BIN)/hookline serve
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m 'not bench'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -118,14 +119,26 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def run(hl: Hookline, *, api_role: bool, worker_role: bool) -> None:
-    """Run the chosen roles until SIGINT/SIGTERM, then drain deliveries and return."""
+async def run(
+    hl: Hookline,
+    *,
+    api_role: bool,
+    worker_role: bool,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Run the chosen roles until SIGINT/SIGTERM, then drain deliveries and return.
+
+    ``on_listening`` is called once the API socket is bound (not before, so a port clash is
+    reported instead of a misleading "listening" line).
+    """
     stop = asyncio.Event()
     _install_stop_signals(stop)
     tasks: list[asyncio.Task[None]] = []
     server: _Server | None = None
     session = None
+    announce: asyncio.Task[None] | None = None
     if api_role:
+        sock = _bind(hl.settings)  # fail fast and clearly on a port clash
         config = uvicorn.Config(
             asgi(hl),
             host=hl.settings.host,
@@ -136,7 +149,8 @@ async def run(hl: Hookline, *, api_role: bool, worker_role: bool) -> None:
             loop="none",
         )
         server = _Server(config)
-        tasks.append(asyncio.create_task(server.serve(), name="api"))
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
+        announce = asyncio.create_task(_announce(server, on_listening), name="announce")
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
         tasks.append(asyncio.create_task(Worker(hl, session).run(stop), name="worker"))
@@ -151,13 +165,34 @@ async def run(hl: Hookline, *, api_role: bool, worker_role: bool) -> None:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        if server is not None and not server.started:
-            raise RuntimeError(f"the API could not listen on {hl.settings.listen}")
     finally:
         stop.set()
         stopping.cancel()
+        if announce is not None:
+            announce.cancel()
         if session is not None:
             await session.close()
+
+
+def _bind(settings: Settings) -> socket.socket:
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"hookline: cannot listen on {settings.listen}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _announce(server: uvicorn.Server, on_listening: Callable[[], None] | None) -> None:
+    while not server.started and not server.should_exit:  # noqa: ASYNC110  (uvicorn has no event)
+        await asyncio.sleep(0.02)
+    if server.started and on_listening is not None:
+        on_listening()
 
 
 async def _housekeeping(hl: Hookline, stop: asyncio.Event) -> None:

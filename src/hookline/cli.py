@@ -70,7 +70,7 @@ def _print_welcome(s: settings.Settings, token: str | None) -> None:
         click.echo("", err=True)
     shown = token or "$HOOKLINE_TOKEN"
     click.echo(
-        f"  Try: curl -s -X POST {base}/api/v1/app -H 'Authorization: Bearer {shown}' "
+        f'  Try: curl -s -X POST {base}/api/v1/app -H "Authorization: Bearer {shown}" '
         "-H 'Content-Type: application/json' -d '{\"name\": \"My first app\"}'",
         err=True,
     )
@@ -81,11 +81,14 @@ def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool) -> None:
     async def main_() -> None:
         async with app.opened(s) as hl:
             token = await app.bootstrap_token(hl)
-            if api_role:
-                _print_welcome(s, token)
-            elif token is not None:
+            if not api_role and token is not None:
                 click.echo(f"API token (shown once): {token}", err=True)
-            await app.run(hl, api_role=api_role, worker_role=worker_role)
+            await app.run(
+                hl,
+                api_role=api_role,
+                worker_role=worker_role,
+                on_listening=lambda: _print_welcome(s, token),
+            )
 
     _run(main_)
 

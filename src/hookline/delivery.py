@@ -176,6 +176,3 @@ def new_session(policy: egress.EgressPolicy, limit: int) -> aiohttp.ClientSessio
         json_serialize=lambda v: msgspec.json.encode(v).decode(),
         auto_decompress=True,
     )
-
-
-

@@ -19,6 +19,7 @@ from hookline import egress, retry
 DEFAULT_DATABASE_URL = "sqlite:///./.hookline/hookline.db"
 DEFAULT_LISTEN = "127.0.0.1:8071"
 KIB = 1024
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +99,13 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
             else:
                 values[name] = str(value)
         except ValueError as exc:
-            raise ValueError(f"invalid HOOKLINE_{name.upper()}: {exc}") from exc
+            raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): {exc}") from exc
     settings = Settings(**values)
-    if settings.request_timeout <= 0 or settings.max_payload_bytes <= 0:
-        raise ValueError("HOOKLINE_REQUEST_TIMEOUT and HOOKLINE_MAX_PAYLOAD_BYTES must be > 0")
+    for name in ("request_timeout", "max_payload_bytes", "worker_concurrency"):
+        if getattr(settings, name) <= 0:
+            raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): must be > 0")
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise ValueError(
+            f"invalid log_level (HOOKLINE_LOG_LEVEL): use one of {', '.join(LOG_LEVELS)}"
+        )
     return settings

@@ -80,17 +80,34 @@ class Worker:
         log.info("worker_stopped")
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        """Sleep until new work is signalled, the next retry is due, or the poll interval."""
+        """Wait until new work is signalled, the next task falls due, or the poll interval.
+
+        Looking at ``next_due_at`` is a read; only when something is due does the loop go back
+        to ``claim_due``, a write transaction. Another process's ingest is noticed within
+        ``IDLE_POLL_SECONDS``; this process's own ingest sets ``wake`` at once.
+        """
         wake = self._hl.wake
-        wake.clear()
-        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(
-                waiters, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for w in waiters:
-                w.cancel()
+        while not stop.is_set():
+            wake.clear()
+            try:
+                due = await self._hl.store.next_due_at()
+            except Exception:
+                log.exception("next_due_failed")
+                due = None
+            now = self._clock()
+            if due is not None and due <= now:
+                return
+            timeout = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, due - now)
+            waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for w in waiters:
+                    w.cancel()
+            if done:
+                return
 
     async def _deliver(self, claim: Claim) -> None:
         settings = self._hl.settings

@@ -138,6 +138,7 @@ async def create_endpoint(call: Call, body: EndpointIn) -> object:
     """Create an endpoint; unknown or archived event types in the filter answer 422."""
     app = await load_app(call)
     types, field = _types_field(body)
+    _check_headers(body.headers or {})
     now = time.time()
     ep = Endpoint(
         id=ids.new(ids.ENDPOINT),
@@ -151,6 +152,7 @@ async def create_endpoint(call: Call, body: EndpointIn) -> object:
         rate_limit=body.rate_limit if body.rate_limit is not None else body.throttle_rate,
         throttle_rate=body.throttle_rate if body.throttle_rate is not None else body.rate_limit,
         metadata=body.metadata,
+        headers=dict(body.headers or {}),
         keys=(
             SigningKey(
                 secret=_check_secret(body.secret) if body.secret else signing.generate_secret()

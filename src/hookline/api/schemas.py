@@ -109,6 +109,7 @@ class EndpointIn(_In):
     rate_limit: Rate | None = None
     metadata: Metadata = {}
     secret: Secret | None = None
+    headers: dict[str, str] | None = None
 
 
 class EndpointUpdate(_In):

@@ -597,12 +597,8 @@ class MemoryStore:
             del self._idempotency[key]
 
     async def purge_expired(self, now: float) -> int:
-        """Delete finished keys whose replay window has closed; return how many."""
-        expired = [
-            key
-            for key, row in self._idempotency.items()
-            if row.response is not None and row.expires_at <= now
-        ]
+        """Delete answers past their replay window and locks of requests that died."""
+        expired = [key for key, row in self._idempotency.items() if row.expires_at <= now]
         for key in expired:
             del self._idempotency[key]
         return len(expired)

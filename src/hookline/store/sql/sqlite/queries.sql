@@ -178,5 +178,6 @@ ON CONFLICT (key) DO UPDATE SET state = 1, lock_until = NULL, status = :status, 
 -- name: idempotency_release
 DELETE FROM idempotency WHERE key = ? AND state = 0
 
+-- Finished answers past their 24 h, and locks of requests that died (expires_at = lock_until).
 -- name: idempotency_purge
-DELETE FROM idempotency WHERE state = 1 AND expires_at <= ?
+DELETE FROM idempotency WHERE expires_at <= ?

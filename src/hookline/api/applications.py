@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import msgspec
-from msgspec import UNSET
 
 from hookline import errors, ids
 from hookline.api import http
@@ -100,8 +99,7 @@ async def update_application(call: Call, body: ApplicationIn) -> object:
 async def patch_application(call: Call, body: ApplicationPatch) -> object:
     """Change the given fields of an application."""
     app = await load(call)
-    changes = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
-    updated = msgspec.structs.replace(app, **changes, updated_at=time.time())
+    updated = msgspec.structs.replace(app, **http.given_fields(body), updated_at=time.time())
     await call.hl.store.update_app(updated)
     return out(updated)
 

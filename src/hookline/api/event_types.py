@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import msgspec
-from msgspec import UNSET
 
 from hookline import errors
 from hookline.api import http
@@ -102,8 +101,7 @@ async def update_event_type(call: Call, body: EventTypeUpdate) -> object:
 async def patch_event_type(call: Call, body: EventTypePatch) -> object:
     """Change the given fields of an event type."""
     et = await _load(call)
-    changes = {f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not UNSET}
-    updated = msgspec.structs.replace(et, **changes, updated_at=time.time())
+    updated = msgspec.structs.replace(et, **http.given_fields(body), updated_at=time.time())
     await call.hl.store.update_event_type(updated)
     return out(updated)
 

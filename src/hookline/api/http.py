@@ -201,6 +201,13 @@ def _split_path(path: str) -> list[str | int]:
     return parts
 
 
+def given_fields(body: msgspec.Struct) -> dict[str, Any]:
+    """The fields a PATCH body actually carries (UNSET ones left out; explicit nulls kept)."""
+    return {
+        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET
+    }
+
+
 def page(call: Call, *, descending: bool = False) -> Page:
     """Paging from ``limit`` (1..250, default 50), ``iterator`` and ``order`` query parameters."""
     raw_limit = call.query("limit")

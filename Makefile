@@ -20,6 +20,10 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q -m 'not bench'
 
+# The default benchmark scenario (max, SQLite); see docs/benchmarks.md for the others.
+bench: $(STAMP)
+	$(BIN)/hookline bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests

@@ -16,39 +16,20 @@ from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from hookline import api, delivery, egress
 from hookline.api import http
-from hookline.models import Token
+from hookline.cache import AppCache, TokenCache
 from hookline.settings import Settings
 from hookline.store import base
 from hookline.store.base import Store
 from hookline.worker import Worker
 
 DEFAULT_ORG = "default"
-TOKEN_CACHE_SECONDS = 10.0  # a revoked token may keep working this long in a running API
 PURGE_INTERVAL_SECONDS = 3600.0  # how often expired idempotency answers are deleted
 
 log = structlog.get_logger("hookline")
-
-
-class TokenCache:
-    """Token lookups by hash, cached briefly so each request does not cost a database read."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._cache: dict[str, tuple[Token, float]] = {}
-
-    async def lookup(self, token_hash: str) -> Token | None:
-        hit = self._cache.get(token_hash)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        token = await self._store.find_token(token_hash)
-        if token is not None:
-            self._cache[token_hash] = (token, now + TOKEN_CACHE_SECONDS)
-        return token
 
 
 @dataclass
@@ -59,6 +40,7 @@ class Hookline:
     store: Store
     egress_policy: egress.EgressPolicy
     tokens: TokenCache
+    apps: AppCache
     # set by the API after an ingest commits, so an in-process worker wakes at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,6 +52,7 @@ class Hookline:
             store=store,
             egress_policy=egress.EgressPolicy(allowed=settings.allowed_subnets),
             tokens=TokenCache(store),
+            apps=AppCache(store),
         )
 
 
@@ -106,7 +89,7 @@ async def bootstrap_token(hl: Hookline) -> str | None:
     return None
 
 
-def asgi(hl: Hookline) -> Starlette:
+def asgi(hl: Hookline) -> ASGIApp:
     """The ASGI application of the API role."""
     return api.build(hl)
 
@@ -145,6 +128,7 @@ async def run(
             port=hl.settings.port,
             log_level="warning",
             access_log=False,
+            proxy_headers=False,  # client addresses are not used; the middleware costs per request
             lifespan="off",
             loop="none",
         )

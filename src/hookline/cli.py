@@ -13,6 +13,8 @@ import click
 import structlog
 
 from hookline import app, settings
+from hookline.bench import report as bench_report
+from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
 
 T = TypeVar("T")
 
@@ -144,3 +146,65 @@ def token_create(s: settings.Settings, org: str, name: str) -> None:
             return await app.create_token(hl, org=org, name=name)
 
     click.echo(_run(main_))
+
+
+@main.command()
+@click.option(
+    "--scenario",
+    "names",
+    type=click.Choice([*SCENARIO_NAMES, "all"]),
+    multiple=True,
+    default=["max"],
+    show_default=True,
+    help="Scenario to run (repeatable); 'all' runs every one, max first.",
+)
+@click.option("--count", type=click.IntRange(min=1), help="Messages per scenario.")
+@click.option("--rate", type=click.FloatRange(min=1), help="steady: offered messages/s.")
+@click.option("--seconds", type=click.FloatRange(min=1), default=20.0, show_default=True)
+@click.option("--endpoints", type=click.IntRange(min=1, max=1000), default=10, show_default=True)
+@click.option(
+    "--bad-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.2,
+    show_default=True,
+    help="Share of endpoints that hang (slow-endpoints) or answer 500 (retry-storm).",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--payload-bytes", type=click.IntRange(min=64), default=512, show_default=True)
+@click.option("--database", help="Database URL (default: a temporary SQLite file).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="hookline's request timeout, i.e. how long slow endpoints hang.",
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Longest wait for deliveries once ingest is done.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON results file (default: bench-results/<scenarios>.json).",
+)
+@click.option("--progress/--no-progress", default=True, help="Live progress bars.")
+def bench(names: tuple[str, ...], output: Path | None, progress: bool, **options: Any) -> None:
+    """Benchmark hookline end to end on this machine (receiver and load generator included)."""
+    from rich.console import Console
+
+    from hookline import bench as bench_
+
+    order = list(SCENARIO_NAMES) if "all" in names else list(dict.fromkeys(names))
+    opts = bench_.Options(**options)
+    command = " ".join(["hookline", *sys.argv[1:]])
+    console = Console()
+    result = _run(
+        lambda: bench_.run(order, opts, console=console, progress=progress, command=command)
+    )
+    path = output or Path("bench-results") / f"{'-'.join(order)}.json"
+    bench_report.write(path, result)
+    console.print(f"results written to {path}")

@@ -6,6 +6,7 @@ stage with I/O and receives its aiohttp session. The worker strings them togethe
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -76,13 +77,13 @@ async def send(
         return int((clock() - started) * 1000)
 
     try:
-        policy.check_host_literal(urlsplit(request.url).hostname or "")
+        policy.check_host_literal(_host(request.url))
         async with session.post(
             request.url,
             data=request.body,
             headers=request.headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            timeout=_timeout(timeout_seconds),
         ) as resp:
             raw = await resp.content.read(RESPONSE_BODY_LIMIT)
             return Response(
@@ -100,6 +101,17 @@ async def send(
         return Response(
             status=0, body="", retry_after=None, duration_ms=took(), error=_describe(exc)
         )
+
+
+# Endpoints are few and their URLs repeat on every delivery: parse each once.
+@functools.lru_cache(maxsize=4096)
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ proxy the resolver only ever sees the proxy's name, never the target's.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -240,22 +241,31 @@ class EgressPolicy:
         numeric IPv4 forms (``127.1``, ``0x7f.0.0.1``, ``2130706433``) that
         the C library would map onto an address.
         """
-        literal = host.removeprefix("[").removesuffix("]")
-        try:
-            ip: IPAddress = ipaddress.ip_address(literal)
-        except ValueError:
-            legacy = _legacy_ipv4(literal)
-            if legacy is None:
-                return
-            ip = legacy
-        reason = self.classify(ip)
-        if reason is not None:
+        verdict = _literal_verdict(self, host)
+        if verdict is not None:
+            ip, reason = verdict
             raise EgressRefused(
                 f"egress refused: {_describe(ip, reason)}",
                 host=host,
                 address=str(ip),
                 reason=reason,
             )
+
+
+# Every delivery checks its URL's host; parsing it each time showed up in profiles. The
+# verdict depends only on the (immutable) policy and the host text, so it is cached.
+@functools.lru_cache(maxsize=4096)
+def _literal_verdict(policy: EgressPolicy, host: str) -> tuple[IPAddress, str] | None:
+    literal = host.removeprefix("[").removesuffix("]")
+    try:
+        ip: IPAddress = ipaddress.ip_address(literal)
+    except ValueError:
+        legacy = _legacy_ipv4(literal)
+        if legacy is None:
+            return None
+        ip = legacy
+    reason = policy.classify(ip)
+    return None if reason is None else (ip, reason)
 
 
 _LEGACY_IPV4_CHARS = frozenset("0123456789abcdefABCDEFxX.")

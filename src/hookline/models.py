@@ -103,13 +103,24 @@ class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
 
     def accepts(self, event_type: str, channels: tuple[str, ...] | None) -> bool:
         """Whether a message of this type and channels is routed here (Svix rules)."""
-        if self.disabled:
-            return False
-        if self.event_types and event_type not in self.event_types:
-            return False
-        if self.channels:
-            return bool(channels) and any(c in self.channels for c in channels or ())
-        return True
+        return routes_to(self.disabled, self.event_types, self.channels, event_type, channels)
+
+
+def routes_to(
+    disabled: bool,
+    endpoint_types: tuple[str, ...] | None,
+    endpoint_channels: tuple[str, ...] | None,
+    event_type: str,
+    channels: tuple[str, ...] | None,
+) -> bool:
+    """The routing rule on an endpoint's filter fields alone (stores use it without an Endpoint)."""
+    if disabled:
+        return False
+    if endpoint_types and event_type not in endpoint_types:
+        return False
+    if endpoint_channels:
+        return bool(channels) and any(c in endpoint_channels for c in channels or ())
+    return True
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from hookline import delivery
-from hookline.models import Claim, MessageStatus
+from hookline.models import Claim, Completion, MessageStatus
 
 if TYPE_CHECKING:
     from hookline.app import Hookline
@@ -47,6 +47,9 @@ class Worker:
         self._clock = clock
         self._rand = rand
         self._inflight: set[asyncio.Task[None]] = set()
+        self._completed: list[Completion] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._debug = hl.settings.log_level.lower() == "debug"
 
     @property
     def inflight(self) -> int:
@@ -77,6 +80,8 @@ class Worker:
         if self._inflight:
             log.info("worker_draining", inflight=len(self._inflight))
             await asyncio.wait(self._inflight)
+        while self._recorder is not None:
+            await self._recorder
         log.info("worker_stopped")
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -128,21 +133,45 @@ class Worker:
                 now=now,
                 rand=self._rand,
             )
-            await self._hl.store.complete([done], now)
         except Exception:
             # The lease will run out and the task be claimed again: at-least-once, never lost.
             log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
             return
-        a = done.attempt
-        log.debug(
-            "attempt_recorded",
-            msg_id=a.msg_id,
-            endpoint_id=a.endpoint_id,
-            attempt_id=a.id,
-            status_code=a.response_status_code,
-            next_status=MessageStatus(done.next_status).text,
-            duration_ms=a.duration_ms,
-        )
+        self._record(done)
+        if self._debug:
+            a = done.attempt
+            log.debug(
+                "attempt_sent",
+                msg_id=a.msg_id,
+                endpoint_id=a.endpoint_id,
+                attempt_id=a.id,
+                status_code=a.response_status_code,
+                next_status=MessageStatus(done.next_status).text,
+                duration_ms=a.duration_ms,
+            )
+
+    def _record(self, done: Completion) -> None:
+        """Queue an outcome; one writer task commits whatever queued up, in one call.
+
+        One store call per delivery cost more than the delivery itself at high rates. An
+        outcome not yet committed when the process dies is simply delivered again once its
+        lease runs out (at-least-once), so batching loses nothing.
+        """
+        self._completed.append(done)
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._flush_completed())
+
+    async def _flush_completed(self) -> None:
+        try:
+            while self._completed:
+                batch, self._completed = self._completed, []
+                try:
+                    await self._hl.store.complete(batch, self._clock())
+                except Exception:
+                    log.exception("record_failed", attempts=len(batch))
+                    await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+        finally:
+            self._recorder = None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -57,6 +57,23 @@ async def test_duplicate_event_id_conflicts_and_writes_nothing(
     assert state.state == "owner"
 
 
+async def test_message_for_a_deleted_app_is_not_found_and_writes_nothing(
+    store: Store, app: Application
+) -> None:
+    # An API process may still hold the app in its short-lived cache after another deleted it.
+    now = time.time()
+    write = IdempotentWrite(
+        key="idem-gone", response=StoredResponse(status=202, body=b"{}"), expires_at=now + 3600
+    )
+    assert await store.delete_app(app.org_id, app.id)
+
+    with pytest.raises(errors.NotFound):
+        await store.create_message(make_message(app.id, created_at=now), write)
+
+    assert await store.claim_due(now, 10, LEASE) == []
+    assert (await store.idempotency_begin("idem-gone", "fp", now, 30)).state == "owner"
+
+
 async def test_event_id_may_repeat_across_apps_and_be_absent(
     store: Store, app: Application, other_app: Application
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookline import errors
 from hookline.api import (  # noqa: F401  (importing a resource module registers its routes)
@@ -34,7 +36,7 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def build(hl: Hookline) -> Starlette:
+def build(hl: Hookline) -> ASGIApp:
     """The ASGI app: every ``@route`` operation plus ``/api/v1/openapi.json`` and ``/docs``."""
     import swagger_ui_bundle
 
@@ -62,7 +64,33 @@ def build(hl: Hookline) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
     app.state.hookline = hl
-    return app
+    ingest = next(op.endpoint for op in http.OPERATIONS if op.name == "create_message")
+    return _IngestFirst(app, ingest)
+
+
+class _IngestFirst:
+    """Send message ingest, the one route that carries real traffic, straight to its handler.
+
+    Starlette matches routes one by one with a regular expression each and adds two middleware
+    layers; on the ingest path that was a sizeable share of the CPU per message. Everything
+    else goes through Starlette unchanged.
+    """
+
+    _PATH = re.compile(r"/api/v1/app/([^/]+)/msg/?")
+
+    def __init__(self, app: Starlette, ingest: ASGIApp) -> None:
+        self._app = app
+        self._ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = self._PATH.fullmatch(scope["path"])
+            if match is not None:
+                scope["app"] = self._app
+                scope["path_params"] = {"app_id": match.group(1)}
+                await self._ingest(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 class _NoRoute(errors.NotFound):

@@ -92,6 +92,7 @@ async def update_application(call: Call, body: ApplicationIn) -> object:
         updated_at=time.time(),
     )
     await call.hl.store.update_app(updated)
+    call.hl.apps.forget()
     return out(updated)
 
 
@@ -101,6 +102,7 @@ async def patch_application(call: Call, body: ApplicationPatch) -> object:
     app = await load(call)
     updated = msgspec.structs.replace(app, **http.given_fields(body), updated_at=time.time())
     await call.hl.store.update_app(updated)
+    call.hl.apps.forget()
     return out(updated)
 
 
@@ -109,3 +111,4 @@ async def delete_application(call: Call) -> None:
     """Delete an application with its endpoints, messages and attempts."""
     app = await load(call)
     await call.hl.store.delete_app(call.org_id, app.id)
+    call.hl.apps.forget()

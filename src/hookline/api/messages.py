@@ -46,7 +46,9 @@ def with_content(call: Call) -> bool:
 )
 async def create_message(call: Call, body: MessageIn) -> object:
     """Send a message: answered 202 once it and its delivery tasks are committed."""
-    app = await load_app(call)
+    app = await call.hl.apps.lookup(call.org_id, call.path("app_id"))
+    if app is None:
+        raise errors.NotFound()
     payload = bytes(body.payload)
     if not payload.lstrip().startswith(b"{"):
         raise errors.ValidationFailed(["body", "payload"], "payload must be a JSON object")

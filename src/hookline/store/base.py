@@ -110,7 +110,8 @@ class Store(Protocol):
     ) -> int:
         """Commit the message and its delivery tasks; return how many tasks were created.
 
-        Raises ``errors.Conflict`` when the app already has a message with this ``event_id``.
+        Raises ``errors.Conflict`` when the app already has a message with this ``event_id``,
+        and ``errors.NotFound`` when the app no longer exists (nothing is written either way).
         """
         ...
 

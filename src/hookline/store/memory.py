@@ -328,6 +328,8 @@ class MemoryStore:
             raise errors.Conflict("A message with this event id already exists")
         if message.id in self._messages:
             raise errors.Conflict("A message with this id already exists")
+        if message.app_id not in self._apps:
+            raise errors.NotFound()
         targets = [
             e
             for e in self._endpoints.values()

@@ -39,6 +39,7 @@ from hookline.models import (
     StoredResponse,
     Token,
     Trigger,
+    routes_to,
 )
 from hookline.store import queries
 from hookline.store.base import (
@@ -348,12 +349,29 @@ class SqliteStore:
                 and c.execute(Q["message_event_id_exists"], (m.app_id, m.event_id)).fetchone()
             ):
                 raise errors.Conflict(f"A message with eventId {m.event_id!r} already exists")
-            c.execute(
-                Q["message_insert"],
-                (m.id, m.app_id, m.event_type, m.event_id, channels, m.payload, m.created_at),
-            )
-            endpoints = [_endpoint(r) for r in c.execute(Q["endpoints_of_app"], (m.app_id,))]
-            targets = [e.id for e in endpoints if e.accepts(m.event_type, m.channels)]
+            try:
+                c.execute(
+                    Q["message_insert"],
+                    (m.id, m.app_id, m.event_type, m.event_id, channels, m.payload, m.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" in str(exc):  # the app was deleted (by another process)
+                    raise errors.NotFound() from exc
+                raise
+            # only the routing columns: decoding whole endpoints per message is the costly part
+            targets = [
+                endpoint_id
+                for endpoint_id, disabled, types, chans in c.execute(
+                    Q["endpoint_routes"], (m.app_id,)
+                )
+                if routes_to(
+                    disabled,
+                    None if types is None else _str_tuple.decode(types),
+                    None if chans is None else _str_tuple.decode(chans),
+                    m.event_type,
+                    m.channels,
+                )
+            ]
             c.executemany(
                 Q["delivery_insert"],
                 [(m.id, ep, m.app_id, m.created_at, m.created_at, m.created_at) for ep in targets],

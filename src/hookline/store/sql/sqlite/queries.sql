@@ -74,10 +74,8 @@ SELECT id, app_id, uid, url, description, disabled, event_types, channels, rate_
 FROM endpoints WHERE app_id = ? AND (id = ? OR uid = ?)
 ORDER BY id = ? DESC LIMIT 1
 
--- name: endpoints_of_app
-SELECT id, app_id, uid, url, description, disabled, event_types, channels, rate_limit,
-    throttle_rate, metadata, headers, keys, created_at, updated_at
-FROM endpoints WHERE app_id = ?
+-- name: endpoint_routes
+SELECT id, disabled, event_types, channels FROM endpoints WHERE app_id = ?
 
 -- name: endpoint_delete
 DELETE FROM endpoints WHERE app_id = ? AND id = ?

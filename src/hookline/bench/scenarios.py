@@ -1,0 +1,415 @@
+"""Benchmark scenarios: each starts a fresh hookline, drives load at it and measures the result.
+
+One run shares one receiver process and measures the raw pipe once (the load generator posting
+straight to the receiver), so every scenario's delivered rate can be read as a share of what
+this machine can move at all. Each scenario gets its own database in the run's temporary
+directory; everything started is stopped when the scenario ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from hookline.bench import loadgen, processes
+from hookline.bench.display import Display
+from hookline.bench.stats import Stats
+
+SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm")
+POLL_SECONDS = 0.25
+RAW_PIPE_MAX_COUNT = 50_000  # the raw pipe's rate is flat well before this many requests
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    count: int | None = None  # messages (steady: derived from rate x seconds)
+    rate: float | None = None  # steady: offered messages per second
+    seconds: float = 20.0  # steady: how long to offer the rate
+    endpoints: int = 10  # one application each; messages go round-robin over them
+    bad_share: float = 0.2  # slow-endpoints / retry-storm: share of endpoints that misbehave
+    concurrency: int = 64  # ingest requests in flight (max, burst, raw pipe)
+    payload_bytes: int = 512
+    database: str | None = None  # default: a SQLite file in the run's temporary directory
+    timeout: float = 5.0  # hookline's request timeout (how long slow endpoints hang)
+    drain_seconds: float = 300.0  # longest wait for deliveries after ingest ends
+    workdir: Path = Path()
+
+
+class Phase(msgspec.Struct, kw_only=True):
+    """One measured stretch: load sent, and what the receiver saw."""
+
+    ingest: loadgen.LoadResult
+    expected: int  # accepted messages bound for healthy endpoints
+    delivered: int  # of those, how many arrived (each counted once)
+    missing: int
+    duplicates: int
+    seconds: float  # first POST → last delivery
+    delivered_rate: float
+    latency_ms: dict[str, float] | None  # ingest → delivery, at the receiver
+    failed_attempts: int = 0  # answered 500 by a failing endpoint
+    hung_attempts: int = 0  # sent to a hanging endpoint
+    cpu_seconds: dict[str, float] = {}  # per hookline process, during the phase
+    cpu_us_per_message: float | None = None
+    peak_rss_mb: dict[str, float] = {}
+
+
+class Report(msgspec.Struct, kw_only=True):
+    scenario: str
+    settings: dict[str, object]
+    raw_pipe: Phase
+    hookline: Phase
+    ratio_to_raw_pipe: float
+    drain_rate: float | None = None  # burst: delivered per second once the worker starts
+    notes: list[str] = []
+
+
+@dataclass
+class Run:
+    """What a scenario needs: options, the shared receiver, and a control HTTP session."""
+
+    opts: Options
+    receiver_url: str
+    control: aiohttp.ClientSession
+    display: Display
+    raw_pipe: Phase | None = None
+
+    async def stats(self, latency: bool = False) -> Stats:
+        url = f"{self.receiver_url}/_stats" + ("?latency=1" if latency else "")
+        async with self.control.get(url) as r:
+            return msgspec.json.decode(await r.read(), type=Stats)
+
+    async def reset(self) -> None:
+        async with self.control.post(f"{self.receiver_url}/_reset") as r:
+            await r.read()
+
+
+# the phases -------------------------------------------------------------------------------------
+
+
+async def measure_raw_pipe(run: Run) -> Phase:
+    count = min(run.opts.count or 20_000, RAW_PIPE_MAX_COUNT)
+    target = loadgen.raw_target(run.receiver_url, run.opts.payload_bytes)
+    return await _measure(run, "raw pipe", target, count, [], _blaster(run, target, count))
+
+
+async def _measure(
+    run: Run,
+    label: str,
+    target: loadgen.Target,
+    count: int,
+    children: list[processes.Child],
+    drive: Callable[[loadgen.Progress], Awaitable[loadgen.LoadResult]],
+    *,
+    after_ingest: Callable[[], Awaitable[float]] | None = None,
+) -> Phase:
+    """Drive load, then wait for every healthy message to arrive (or the drain deadline).
+
+    ``after_ingest`` (burst) runs once ingest is done and returns when delivery began.
+    """
+    await run.reset()
+    progress = loadgen.Progress()
+    cpu_before = {c.name: c.cpu_seconds() for c in children}
+    started_wall = time.time()
+    watcher = asyncio.create_task(_watch(run, label, count, progress, children))
+    try:
+        ingest = await drive(progress)
+        if after_ingest is not None:
+            started_wall = await after_ingest()
+        deadline = time.monotonic() + run.opts.drain_seconds
+        while time.monotonic() < deadline:
+            if watcher.done():
+                watcher.result()  # a child died: raise its log
+            stats = await run.stats()
+            if stats.unique >= progress.accepted_healthy:
+                break
+            await asyncio.sleep(POLL_SECONDS / 2)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    stats = await run.stats(latency=True)
+    # a child started during the phase (burst's worker) counts from zero
+    cpu = {c.name: round(c.cpu_seconds() - cpu_before.get(c.name, 0.0), 3) for c in children}
+    seconds = (stats.last_at or started_wall) - started_wall
+    delivered = min(stats.unique, progress.accepted_healthy)
+    total_delivered = stats.unique
+    return Phase(
+        ingest=ingest,
+        expected=progress.accepted_healthy,
+        delivered=delivered,
+        missing=progress.accepted_healthy - delivered,
+        duplicates=stats.ok - stats.unique,
+        seconds=round(seconds, 3),
+        delivered_rate=round(delivered / seconds, 1) if seconds > 0 else 0.0,
+        latency_ms=stats.latency_ms,
+        failed_attempts=stats.fail,
+        hung_attempts=stats.slow,
+        cpu_seconds=cpu,
+        cpu_us_per_message=(
+            round(sum(cpu.values()) / total_delivered * 1e6, 1)
+            if children and total_delivered
+            else None
+        ),
+        peak_rss_mb={c.name: round(c.peak_rss() / 2**20, 1) for c in children},
+    )
+
+
+async def _watch(
+    run: Run,
+    label: str,
+    count: int,
+    progress: loadgen.Progress,
+    children: list[processes.Child],
+) -> None:
+    """Feed the live display; raise if a hookline process dies."""
+    with run.display.phase(label, count) as show:
+        while True:
+            for child in children:
+                child.check_alive()
+                child.sample_rss()
+            stats = await run.stats()
+            show(progress.sent, stats.unique)
+            await asyncio.sleep(POLL_SECONDS)
+
+
+def _blaster(
+    run: Run, target: loadgen.Target, count: int
+) -> Callable[[loadgen.Progress], Awaitable[loadgen.LoadResult]]:
+    async def drive(progress: loadgen.Progress) -> loadgen.LoadResult:
+        async with loadgen.new_session(run.opts.concurrency) as session:
+            deadline = time.monotonic() + run.opts.drain_seconds
+            return await loadgen.blast(
+                session, target, count, run.opts.concurrency, progress, deadline=deadline
+            )
+
+    return drive
+
+
+# a hookline instance under test -----------------------------------------------------------------
+
+
+@dataclass
+class Instance:
+    base_url: str
+    token: str
+    children: list[processes.Child]
+    env: dict[str, str]
+    app_ids: list[str]
+
+
+@contextlib.asynccontextmanager
+async def hookline(
+    run: Run,
+    name: str,
+    *,
+    roles: tuple[str, ...] = ("serve",),
+    kinds: tuple[str, ...] = (),
+    retry_schedule: str | None = None,
+) -> AsyncIterator[Instance]:
+    """Start hookline (``roles``), create one app + endpoint per ``kinds`` entry; stop after."""
+    opts = run.opts
+    workdir = opts.workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = opts.database or f"sqlite:///{workdir / 'hookline.db'}"
+    port = processes.free_port()
+    token = "hl_bench_" + secrets.token_urlsafe(24)
+    env = processes.hookline_env(
+        database, port, token, request_timeout=opts.timeout, retry_schedule=retry_schedule
+    )
+    children: list[processes.Child] = []
+    try:
+        for role in roles:
+            children.append(processes.start_hookline(role, workdir, env))
+        base_url = f"http://{processes.HOST}:{port}"
+        await _wait_healthy(run.control, base_url, children)
+        app_ids = await _setup(run, base_url, token, kinds)
+        yield Instance(base_url, token, children, env, app_ids)
+    finally:
+        for child in children:
+            child.stop()
+
+
+async def _wait_healthy(
+    control: aiohttp.ClientSession, base_url: str, children: list[processes.Child]
+) -> None:
+    deadline = time.monotonic() + processes.START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for child in children:
+            child.check_alive()
+        with contextlib.suppress(aiohttp.ClientError):
+            async with control.get(f"{base_url}/api/v1/health") as r:
+                if r.status == 204:
+                    return
+        await asyncio.sleep(0.05)
+    raise processes.ChildFailed(f"hookline did not answer on {base_url} in time")
+
+
+async def _setup(run: Run, base_url: str, token: str, kinds: tuple[str, ...]) -> list[str]:
+    headers = {"authorization": f"Bearer {token}"}
+    app_ids = []
+    for i, kind in enumerate(kinds):
+        async with run.control.post(
+            f"{base_url}/api/v1/app", json={"name": f"bench-{i}"}, headers=headers
+        ) as r:
+            if r.status != 201:
+                raise processes.ChildFailed(
+                    f"creating an app answered {r.status}: {await r.text()}"
+                )
+            app_id = (await r.json())["id"]
+        endpoint = {"url": f"{run.receiver_url}/{kind}/{i}"}
+        async with run.control.post(
+            f"{base_url}/api/v1/app/{app_id}/endpoint", json=endpoint, headers=headers
+        ) as r:
+            if r.status != 201:
+                raise processes.ChildFailed(
+                    f"creating an endpoint answered {r.status}: {await r.text()}"
+                )
+        app_ids.append(app_id)
+    return app_ids
+
+
+def _kinds(opts: Options, bad: str | None) -> tuple[str, ...]:
+    """Endpoint behaviours: the first ``bad_share`` of them ``bad``, the rest ``ok``."""
+    n_bad = round(opts.endpoints * opts.bad_share) if bad else 0
+    n_bad = min(n_bad, opts.endpoints - 1)  # keep at least one healthy endpoint to measure
+    return tuple(bad if (bad and i < n_bad) else "ok" for i in range(opts.endpoints))
+
+
+def _target(run: Run, inst: Instance, kinds: tuple[str, ...]) -> loadgen.Target:
+    unhealthy = sum(1 for k in kinds if k != "ok")
+    return loadgen.hookline_target(
+        inst.base_url, inst.token, inst.app_ids, unhealthy, run.opts.payload_bytes
+    )
+
+
+def _report(
+    run: Run,
+    scenario: str,
+    phase: Phase,
+    *,
+    drain_rate: float | None = None,
+    notes: list[str] | None = None,
+) -> Report:
+    raw = run.raw_pipe
+    assert raw is not None
+    rate = drain_rate or phase.delivered_rate
+    return Report(
+        scenario=scenario,
+        settings=_settings(run.opts),
+        raw_pipe=raw,
+        hookline=phase,
+        ratio_to_raw_pipe=round(rate / raw.delivered_rate, 3) if raw.delivered_rate else 0.0,
+        drain_rate=drain_rate,
+        notes=notes or [],
+    )
+
+
+def _settings(opts: Options) -> dict[str, object]:
+    return {
+        "endpoints": opts.endpoints,
+        "bad_share": opts.bad_share,
+        "concurrency": opts.concurrency,
+        "payload_bytes": opts.payload_bytes,
+        "database": opts.database or "sqlite (temporary file)",
+        "request_timeout": opts.timeout,
+    }
+
+
+# the scenarios ----------------------------------------------------------------------------------
+
+
+async def max_rate(run: Run) -> Report:
+    count = run.opts.count or 30_000
+    kinds = _kinds(run.opts, None)
+    async with hookline(run, "max", kinds=kinds) as inst:
+        target = _target(run, inst, kinds)
+        phase = await _measure(
+            run, "max", target, count, inst.children, _blaster(run, target, count)
+        )
+    return _report(run, "max", phase)
+
+
+async def steady(run: Run, rate: float | None = None) -> Report:
+    opts = run.opts
+    rate = rate or opts.rate or 1500.0
+    count = int(rate * opts.seconds)
+    kinds = _kinds(opts, None)
+    async with hookline(run, "steady", kinds=kinds) as inst:
+        target = _target(run, inst, kinds)
+
+        async def drive(progress: loadgen.Progress) -> loadgen.LoadResult:
+            async with loadgen.new_session(512) as session:
+                return await loadgen.paced(session, target, rate, opts.seconds, 512, progress)
+
+        phase = await _measure(run, f"steady {rate:g}/s", target, count, inst.children, drive)
+    return _report(run, "steady", phase, notes=[f"offered rate {rate:g} messages/s"])
+
+
+async def burst(run: Run) -> Report:
+    """Queue a backlog with only the API running, then start a worker and time the drain."""
+    opts = run.opts
+    count = opts.count or 100_000
+    kinds = _kinds(opts, None)
+    if (opts.database or "sqlite:").startswith("memory:"):
+        raise ValueError(
+            "burst runs the API and the worker as two processes: use a shared database"
+        )
+    async with hookline(run, "burst", roles=("api",), kinds=kinds) as inst:
+        target = _target(run, inst, kinds)
+        workdir = opts.workdir / "burst"
+
+        async def start_worker() -> float:
+            inst.children.append(processes.start_hookline("worker", workdir, inst.env))
+            return time.time()
+
+        phase = await _measure(
+            run,
+            "burst",
+            target,
+            count,
+            inst.children,
+            _blaster(run, target, count),
+            after_ingest=start_worker,
+        )
+    return _report(run, "burst", phase, drain_rate=phase.delivered_rate)
+
+
+async def slow_endpoints(run: Run) -> Report:
+    return await _misbehaving(run, "slow-endpoints", "slow", schedule="1,2,4,8")
+
+
+async def retry_storm(run: Run) -> Report:
+    return await _misbehaving(run, "retry-storm", "fail", schedule="1,2,4,8")
+
+
+async def _misbehaving(run: Run, scenario: str, bad: str, *, schedule: str) -> Report:
+    count = run.opts.count or 20_000
+    kinds = _kinds(run.opts, bad)
+    async with hookline(run, scenario, kinds=kinds, retry_schedule=schedule) as inst:
+        target = _target(run, inst, kinds)
+        phase = await _measure(
+            run, scenario, target, count, inst.children, _blaster(run, target, count)
+        )
+    n_bad = sum(1 for k in kinds if k != "ok")
+    note = (
+        f"{n_bad} of {len(kinds)} endpoints {'hang' if bad == 'slow' else 'answer 500'}; "
+        f"retry schedule {schedule} s; delivered rate counts the healthy endpoints only"
+    )
+    return _report(run, scenario, phase, notes=[note])
+
+
+RUNNERS: dict[str, Callable[[Run], Awaitable[Report]]] = {
+    "max": max_rate,
+    "steady": steady,
+    "burst": burst,
+    "slow-endpoints": slow_endpoints,
+    "retry-storm": retry_storm,
+}

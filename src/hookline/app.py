@@ -51,7 +51,7 @@ class Hookline:
             settings=settings,
             store=store,
             egress_policy=egress.EgressPolicy(allowed=settings.allowed_subnets),
-            tokens=TokenCache(store),
+            tokens=TokenCache(store, http.hash_token),
             apps=AppCache(store),
         )
 

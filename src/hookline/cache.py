@@ -13,6 +13,7 @@ round trip (a hop to a reader thread) per request. What may be stale, and for ho
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from hookline.models import Application, Token
 from hookline.store.base import Store
@@ -22,20 +23,26 @@ APP_SECONDS = 5.0
 
 
 class TokenCache:
-    """Token lookups by hash; unknown tokens are not cached (each try reads the store)."""
+    """Tokens by the bearer value; unknown tokens are not cached (each try reads the store).
 
-    def __init__(self, store: Store) -> None:
+    Keyed by the presented value so a hit costs no hashing; the store only ever sees the hash.
+    """
+
+    def __init__(self, store: Store, hash_token: Callable[[str], str]) -> None:
         self._store = store
+        self._hash = hash_token
         self._cache: dict[str, tuple[Token, float]] = {}
 
-    async def lookup(self, token_hash: str) -> Token | None:
-        hit = self._cache.get(token_hash)
+    async def lookup(self, presented: str) -> Token | None:
+        hit = self._cache.get(presented)
         now = time.monotonic()
         if hit is not None and hit[1] > now:
             return hit[0]
-        token = await self._store.find_token(token_hash)
+        token = await self._store.find_token(self._hash(presented))
         if token is not None:
-            self._cache[token_hash] = (token, now + TOKEN_SECONDS)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[presented] = (token, now + TOKEN_SECONDS)
         return token
 
 

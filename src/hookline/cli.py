@@ -173,6 +173,13 @@ def token_create(s: settings.Settings, org: str, name: str) -> None:
 @click.option("--payload-bytes", type=click.IntRange(min=64), default=512, show_default=True)
 @click.option("--database", help="Database URL (default: a temporary SQLite file).")
 @click.option(
+    "--topology",
+    type=click.Choice(["embedded", "split"]),
+    default="embedded",
+    show_default=True,
+    help="embedded: one 'hookline serve'; split: 'hookline api' and 'hookline worker'.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
     default=5.0,

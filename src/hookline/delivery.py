@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+import yarl
 
 import hookline
 from hookline import egress, ids, retry, signing
@@ -45,7 +46,7 @@ def prepare(claim: Claim, now: float) -> Request:
     """Build the signed request: Standard Webhooks headers, Svix aliases, custom headers."""
     msg, endpoint = claim.message, claim.endpoint
     timestamp = int(now)
-    keys = [signing.decode_secret(k.secret) for k in endpoint.keys if k.active(now)]
+    keys = [_secret(k.secret) for k in endpoint.keys if k.active(now)]
     signature = signing.signature_header(keys, msg.id, timestamp, msg.payload)
     stamp = str(timestamp)
     headers = {
@@ -79,7 +80,7 @@ async def send(
     try:
         policy.check_host_literal(_host(request.url))
         async with session.post(
-            request.url,
+            _url(request.url),
             data=request.body,
             headers=request.headers,
             allow_redirects=False,
@@ -103,10 +104,20 @@ async def send(
         )
 
 
-# Endpoints are few and their URLs repeat on every delivery: parse each once.
+# Endpoints are few and their URLs and secrets repeat on every delivery: parse each once.
 @functools.lru_cache(maxsize=4096)
 def _host(url: str) -> str:
     return urlsplit(url).hostname or ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _url(url: str) -> yarl.URL:
+    return yarl.URL(url)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret(secret: str) -> bytes:
+    return signing.decode_secret(secret)
 
 
 @functools.lru_cache(maxsize=16)

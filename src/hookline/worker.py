@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hookline.app import Hookline
 
 CLAIM_BATCH = 256  # tasks per claim transaction
-IDLE_POLL_SECONDS = 0.05  # how often an idle worker looks for work another process queued
+IDLE_POLL_SECONDS = 0.02  # how often an idle worker looks for work another process queued
 ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
 
 log = structlog.get_logger("hookline.worker")

@@ -53,6 +53,8 @@ class Call:
         return str(self.request.path_params[name])
 
     def query(self, name: str) -> str | None:
+        if not self.request.scope["query_string"]:  # the common case; skips parsing
+            return None
         return self.request.query_params.get(name)
 
 
@@ -174,7 +176,7 @@ async def authenticate(hl: Hookline, request: Request) -> Token:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise errors.Unauthorized("Missing or malformed Authorization header (Bearer <token>)")
-    token = await hl.tokens.lookup(hash_token(value.strip()))
+    token = await hl.tokens.lookup(value.strip())
     if token is None:
         raise errors.Unauthorized("Invalid token")
     return token

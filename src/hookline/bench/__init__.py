@@ -54,7 +54,8 @@ async def _one(ctx: scenarios.Run, name: str, earlier: list[Report]) -> Report:
     """One scenario; ``steady`` without ``--rate`` offers half the rate ``max`` reached."""
     max_report = next((r for r in earlier if r.scenario == "max"), None)
     if name == "steady" and ctx.opts.rate is None and max_report is not None:
-        result = await scenarios.steady(ctx, rate=round(max_report.hookline.delivered_rate / 2))
+        half = max(1.0, round(max_report.hookline.delivered_rate / 2))
+        result = await scenarios.steady(ctx, rate=half)
     else:
         result = await scenarios.RUNNERS[name](ctx)
     if max_report is not None and name != "max" and max_report.hookline.delivered_rate:

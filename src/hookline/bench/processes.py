@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -66,9 +67,12 @@ class Child:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ChildFailed(f"{self.name} exited early:\n{self.log_tail()}")
-            line = self.proc.stdout.readline()
-            if line:
-                return line.decode().strip()
+            # wait with a timeout: a bare readline() would block for ever on a silent child
+            readable, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if readable:
+                line = self.proc.stdout.readline()
+                if line:
+                    return line.decode().strip()
         raise ChildFailed(f"{self.name} printed nothing in {timeout:g} s:\n{self.log_tail()}")
 
     def check_alive(self) -> None:
@@ -118,7 +122,11 @@ class Child:
 def start_receiver(workdir: Path) -> tuple[Child, int]:
     argv = [sys.executable, "-m", "hookline.bench.receiver", "0"]
     child = Child("receiver", argv, workdir / "receiver.log", os.environ, capture_stdout=True)
-    return child, int(child.read_line())
+    try:
+        return child, int(child.read_line())
+    except BaseException:
+        child.stop()
+        raise
 
 
 def hookline_env(

@@ -26,6 +26,7 @@ from hookline.bench.stats import Stats
 SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm")
 POLL_SECONDS = 0.25
 RAW_PIPE_MAX_COUNT = 50_000  # the raw pipe's rate is flat well before this many requests
+DEFAULT_STEADY_RATE = 1500.0  # messages/s, when neither --rate nor a max result gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Options:
     database: str | None = None  # default: a SQLite file in the run's temporary directory
     timeout: float = 5.0  # hookline's request timeout (how long slow endpoints hang)
     drain_seconds: float = 300.0  # longest wait for deliveries after ingest ends
+    topology: str = "embedded"  # embedded: one `hookline serve`; split: `api` + `worker`
     workdir: Path = Path()
 
 
@@ -210,12 +212,17 @@ async def hookline(
     run: Run,
     name: str,
     *,
-    roles: tuple[str, ...] = ("serve",),
+    roles: tuple[str, ...] | None = None,
     kinds: tuple[str, ...] = (),
     retry_schedule: str | None = None,
 ) -> AsyncIterator[Instance]:
-    """Start hookline (``roles``), create one app + endpoint per ``kinds`` entry; stop after."""
+    """Start hookline (``roles``), create one app + endpoint per ``kinds`` entry; stop after.
+
+    Without ``roles`` the topology option decides: one ``serve`` or ``api`` + ``worker``.
+    """
     opts = run.opts
+    if roles is None:
+        roles = ("serve",) if opts.topology == "embedded" else ("api", "worker")
     workdir = opts.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     database = opts.database or f"sqlite:///{workdir / 'hookline.db'}"
@@ -320,6 +327,7 @@ def _settings(opts: Options) -> dict[str, object]:
         "payload_bytes": opts.payload_bytes,
         "database": opts.database or "sqlite (temporary file)",
         "request_timeout": opts.timeout,
+        "topology": opts.topology,
     }
 
 
@@ -339,7 +347,8 @@ async def max_rate(run: Run) -> Report:
 
 async def steady(run: Run, rate: float | None = None) -> Report:
     opts = run.opts
-    rate = rate or opts.rate or 1500.0
+    if rate is None:
+        rate = opts.rate if opts.rate is not None else DEFAULT_STEADY_RATE
     count = int(rate * opts.seconds)
     kinds = _kinds(opts, None)
     async with hookline(run, "steady", kinds=kinds) as inst:

@@ -124,8 +124,9 @@ class _Writer:
         self._queue.append((fn, fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        # shield: a cancelled caller must not cancel the batch other callers wait on
-        return await asyncio.shield(fut)
+        # A cancelled caller cancels only its own future: the batch goes on, and _flush skips
+        # answering a future that is already done.
+        return await fut
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()

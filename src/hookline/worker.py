@@ -47,9 +47,16 @@ class Worker:
         self._clock = clock
         self._rand = rand
         self._inflight: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()  # set when enough deliveries finished to claim a batch
+        self._room_at = 1
         self._completed: list[Completion] = []
         self._recorder: asyncio.Task[None] | None = None
         self._debug = hl.settings.log_level.lower() == "debug"
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._hl.settings.worker_concurrency - len(self._inflight) >= self._room_at:
+            self._room.set()
 
     @property
     def inflight(self) -> int:
@@ -58,10 +65,16 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self._hl.settings
         log.info("worker_started", concurrency=settings.worker_concurrency)
+        concurrency = settings.worker_concurrency
+        # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
+        # a write transaction per delivery when the worker is saturated.
+        refill_at = max(1, min(CLAIM_BATCH, concurrency) // 4)
         while not stop.is_set():
-            free = settings.worker_concurrency - len(self._inflight)
-            if free <= 0:
-                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            free = concurrency - len(self._inflight)
+            if free < refill_at:
+                self._room.clear()
+                self._room_at = refill_at
+                await self._room.wait()
                 continue
             try:
                 claims = await self._hl.store.claim_due(
@@ -74,7 +87,7 @@ class Worker:
             for claim in claims:
                 task = asyncio.create_task(self._deliver(claim))
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(self._finished)
             if len(claims) < min(free, CLAIM_BATCH):
                 await self._idle(stop)
         if self._inflight:

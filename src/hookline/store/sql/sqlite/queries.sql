@@ -106,15 +106,16 @@ INSERT INTO deliveries (msg_id, endpoint_id, app_id, status, attempts, due_at, l
 VALUES (?, ?, ?, 1, 0, ?, 0, 0, ?, ?)
 
 -- Claim the oldest due tasks: fresh ones (pending and due) and orphaned ones (sending with an
--- expired lease). Bumping `lease` fences off a late completion from the previous holder.
--- name: claim_due
-UPDATE deliveries SET status = 3, due_at = :lease_until, lease = lease + 1, updated_at = :now
-WHERE (msg_id, endpoint_id) IN (
-    SELECT msg_id, endpoint_id FROM deliveries
-    WHERE status IN (1, 3) AND due_at <= :now
-    ORDER BY due_at LIMIT :limit
-)
-RETURNING msg_id, endpoint_id, attempts, lease, trigger
+-- expired lease). claim_lease then marks each one sending; bumping `lease` fences off a late
+-- completion from the previous holder.
+-- name: claim_select
+SELECT msg_id, endpoint_id, attempts, lease, trigger FROM deliveries
+WHERE status IN (1, 3) AND due_at <= :now
+ORDER BY due_at LIMIT :limit
+
+-- name: claim_lease
+UPDATE deliveries SET status = 3, due_at = ?, lease = lease + 1, updated_at = ?
+WHERE msg_id = ? AND endpoint_id = ?
 
 -- name: delivery_fail_disabled
 UPDATE deliveries SET status = 2, due_at = NULL, updated_at = ?

@@ -6,11 +6,10 @@ prefix, so they sort by creation time; list paging relies on that ordering.
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import time
-
-from ulid import ULID
 
 APP = "app"
 ENDPOINT = "ep"
@@ -28,11 +27,25 @@ _random = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))  # no shared sequence
 
 
+# ULID text is the 128 bits in Crockford base32, 26 characters with two zero bits in front.
+# The standard library's base32 (in C) gives the same digits in another alphabet once the value
+# is padded to 160 bits; dropping the six all-zero digits leaves the ULID's 26.
+_CROCKFORD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
+_PAD = b"\0\0\0\0"
+
+
 def new(prefix: str) -> str:
     """Return a new id such as ``msg_01JD...``."""
     millis = time.time_ns() // 1_000_000
     raw = millis.to_bytes(6, "big") + _random.getrandbits(80).to_bytes(10, "big")
-    return f"{prefix}_{ULID.from_bytes(raw)}"
+    return f"{prefix}_{base32_of(raw)}"
+
+
+def base32_of(raw: bytes) -> str:
+    """The 26-character ULID text of 16 bytes."""
+    return base64.b32encode(_PAD + raw)[6:].translate(_CROCKFORD).decode()
 
 
 def has_prefix(value: str, prefix: str) -> bool:

@@ -169,7 +169,18 @@ def token_create(s: settings.Settings, org: str, name: str) -> None:
     show_default=True,
     help="Share of endpoints that hang (slow-endpoints) or answer 500 (retry-storm).",
 )
-@click.option("--concurrency", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Ingest requests the load generator keeps in flight.",
+)
+@click.option(
+    "--worker-concurrency",
+    type=click.IntRange(min=1),
+    help="hookline's deliveries in flight per worker (default: hookline's own default).",
+)
 @click.option("--payload-bytes", type=click.IntRange(min=64), default=512, show_default=True)
 @click.option("--database", help="Database URL (default: a temporary SQLite file).")
 @click.option(

@@ -136,6 +136,7 @@ def hookline_env(
     *,
     request_timeout: float,
     retry_schedule: str | None,
+    worker_concurrency: int | None = None,
 ) -> dict[str, str]:
     """A clean environment: the caller's HOOKLINE_* variables must not change the benchmark."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
@@ -149,6 +150,8 @@ def hookline_env(
     )
     if retry_schedule is not None:
         env["HOOKLINE_RETRY_SCHEDULE"] = retry_schedule
+    if worker_concurrency is not None:
+        env["HOOKLINE_WORKER_CONCURRENCY"] = str(worker_concurrency)
     return env
 
 

@@ -42,6 +42,7 @@ class Options:
     timeout: float = 5.0  # hookline's request timeout (how long slow endpoints hang)
     drain_seconds: float = 300.0  # longest wait for deliveries after ingest ends
     topology: str = "embedded"  # embedded: one `hookline serve`; split: `api` + `worker`
+    worker_concurrency: int | None = None  # HOOKLINE_WORKER_CONCURRENCY; None: hookline's default
     workdir: Path = Path()
 
 
@@ -229,7 +230,12 @@ async def hookline(
     port = processes.free_port()
     token = "hl_bench_" + secrets.token_urlsafe(24)
     env = processes.hookline_env(
-        database, port, token, request_timeout=opts.timeout, retry_schedule=retry_schedule
+        database,
+        port,
+        token,
+        request_timeout=opts.timeout,
+        retry_schedule=retry_schedule,
+        worker_concurrency=opts.worker_concurrency,
     )
     children: list[processes.Child] = []
     try:
@@ -328,6 +334,7 @@ def _settings(opts: Options) -> dict[str, object]:
         "database": opts.database or "sqlite (temporary file)",
         "request_timeout": opts.timeout,
         "topology": opts.topology,
+        "worker_concurrency": opts.worker_concurrency or "default",
     }
 
 

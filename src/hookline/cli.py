@@ -220,9 +220,13 @@ def bench(names: tuple[str, ...], output: Path | None, progress: bool, **options
     opts = bench_.Options(**options)
     command = " ".join(["hookline", *sys.argv[1:]])
     console = Console()
-    result = _run(
-        lambda: bench_.run(order, opts, console=console, progress=progress, command=command)
-    )
+    try:
+        result = _run(
+            lambda: bench_.run(order, opts, console=console, progress=progress, command=command)
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("hookline bench: interrupted; its processes are stopped", err=True)
+        sys.exit(130)
     path = output or Path("bench-results") / f"{'-'.join(order)}.json"
     bench_report.write(path, result)
     console.print(f"results written to {path}")

@@ -7,7 +7,9 @@ measures what the receiver gets. Scenarios live in ``scenarios``; ``run`` string
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import signal
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,10 @@ async def run(
 ) -> report.RunFile:
     """Run ``names`` in order with one receiver and one raw-pipe measurement; stop everything."""
     started_at = report.now_iso()
+    # SIGTERM cancels the run like Ctrl-C does, so the finally blocks stop every child process
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     with tempfile.TemporaryDirectory(prefix="hookline-bench-") as tmp:
         opts = dataclasses.replace(opts, workdir=Path(tmp))
         receiver, port = processes.start_receiver(Path(tmp))

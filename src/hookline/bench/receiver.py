@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -144,7 +146,17 @@ async def serve(host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         print(bound, flush=True)
-        await stop.wait()
+        await _until_stopped_or_orphaned(stop)
+
+
+async def _until_stopped_or_orphaned(stop: asyncio.Event) -> None:
+    """Return on SIGTERM/SIGINT, or once the benchmark that started us is gone (killed hard)."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
 
 
 def main() -> None:

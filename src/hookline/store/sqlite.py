@@ -20,6 +20,7 @@ the writer commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
 from hookline import errors, ids
 from hookline.models import (
@@ -59,7 +61,9 @@ from hookline.store.base import (
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
+log = structlog.get_logger("hookline.sqlite")
 READER_THREADS = 4
+CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied back into the database file
 BUSY_TIMEOUT_MS = 10_000  # another process (hookline api + worker) may hold the write lock
 FOREVER = 1e18  # an upper bound for open time windows, in epoch seconds
 
@@ -129,6 +133,9 @@ class _Writer:
     def _open(self) -> sqlite3.Connection:
         conn = _connect(self._path, readonly=False)
         conn.execute("PRAGMA journal_mode = WAL")
+        # Checkpoints run on their own connection (SqliteStore._checkpoints): done inside COMMIT
+        # they stalled every write queued behind that commit for tens of milliseconds.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -201,17 +208,51 @@ class SqliteStore:
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="hookline-sqlite-r")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-ckpt")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._writer.start()
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
         await self._writer.close()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(sqlite3.Error):  # leave a short WAL behind; not required
+            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "TRUNCATE")
+        self._checkpoint_thread.shutdown(wait=True)
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
+
+    async def _checkpoints(self) -> None:
+        """Copy the WAL back into the database every second, beside the writer, not in it.
+
+        PASSIVE never waits for readers or the writer; it copies what it can. A failure is
+        logged and retried on the next tick: the WAL only grows meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "PASSIVE")
+            except sqlite3.Error:
+                log.exception("sqlite_checkpoint_failed")
+
+    def _checkpoint(self, mode: str) -> None:
+        if self._checkpoint_conn is None:
+            self._checkpoint_conn = _connect(self.path, readonly=False)
+        self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
     async def migrate(self) -> None:
         def apply(conn: sqlite3.Connection) -> None:

@@ -42,6 +42,7 @@ async def run(
                     f"http://{processes.HOST}:{port}",
                     control,
                     Display(console, enabled=progress),
+                    receiver,
                 )
                 ctx.raw_pipe = await scenarios.measure_raw_pipe(ctx)
                 reports: list[Report] = []

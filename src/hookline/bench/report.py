@@ -96,6 +96,18 @@ def show(console: Console, report: Report) -> None:
         table.add_row("ingest POST p50/p99", f"{p['p50']:.1f} / {p['p99']:.1f} ms", "")
     if h.cpu_us_per_message is not None:
         table.add_row("server CPU per delivered msg", f"{h.cpu_us_per_message:,.0f} µs", "")
+    if h.load_generator_cpu_us_per_message is not None:
+        table.add_row(
+            "load generator CPU per msg",
+            f"{h.load_generator_cpu_us_per_message:,.0f} µs",
+            f"{raw.load_generator_cpu_us_per_message or 0:,.0f} µs",
+        )
+    if h.receiver_cpu_us_per_request is not None:
+        table.add_row(
+            "receiver CPU per request",
+            f"{h.receiver_cpu_us_per_request:,.0f} µs",
+            f"{raw.receiver_cpu_us_per_request or 0:,.0f} µs",
+        )
     for name, mb in h.peak_rss_mb.items():
         table.add_row(f"peak RSS, {name}", f"{mb:,.0f} MB", "")
     table.add_row("missing / duplicates", f"{h.missing:,} / {h.duplicates:,}", "")

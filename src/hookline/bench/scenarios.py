@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import psutil
 
 from hookline.bench import loadgen, processes
 from hookline.bench.display import Display
@@ -62,6 +63,10 @@ class Phase(msgspec.Struct, kw_only=True):
     cpu_seconds: dict[str, float] = {}  # per hookline process, during the phase
     cpu_us_per_message: float | None = None
     peak_rss_mb: dict[str, float] = {}
+    # the other two parties, for scale: this process (the load generator) per message sent, and
+    # the receiver per request it answered
+    load_generator_cpu_us_per_message: float | None = None
+    receiver_cpu_us_per_request: float | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -82,6 +87,7 @@ class Run:
     receiver_url: str
     control: aiohttp.ClientSession
     display: Display
+    receiver: processes.Child
     raw_pipe: Phase | None = None
 
     async def stats(self, latency: bool = False) -> Stats:
@@ -120,6 +126,8 @@ async def _measure(
     await run.reset()
     progress = loadgen.Progress()
     cpu_before = {c.name: c.cpu_seconds() for c in children}
+    me = psutil.Process()
+    own_before, receiver_before = _cpu(me), run.receiver.cpu_seconds()
     started_wall = time.time()
     watcher = asyncio.create_task(_watch(run, label, count, progress, children))
     try:
@@ -141,6 +149,8 @@ async def _measure(
     stats = await run.stats(latency=True)
     # a child started during the phase (burst's worker) counts from zero
     cpu = {c.name: round(c.cpu_seconds() - cpu_before.get(c.name, 0.0), 3) for c in children}
+    own_cpu, receiver_cpu = _cpu(me) - own_before, run.receiver.cpu_seconds() - receiver_before
+    answered = stats.ok + stats.fail + stats.slow
     seconds = (stats.last_at or started_wall) - started_wall
     delivered = min(stats.unique, progress.accepted_healthy)
     total_delivered = stats.unique
@@ -162,7 +172,16 @@ async def _measure(
             else None
         ),
         peak_rss_mb={c.name: round(c.peak_rss() / 2**20, 1) for c in children},
+        load_generator_cpu_us_per_message=(
+            round(own_cpu / ingest.sent * 1e6, 1) if ingest.sent else None
+        ),
+        receiver_cpu_us_per_request=round(receiver_cpu / answered * 1e6, 1) if answered else None,
     )
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 async def _watch(

@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from hookline import api, delivery, egress
+from hookline import api, delivery, egress, errors
 from hookline.api import http
 from hookline.cache import AppCache, TokenCache
 from hookline.settings import Settings
@@ -82,7 +82,10 @@ async def bootstrap_token(hl: Hookline) -> str | None:
     if seeded:
         if await hl.store.find_token(http.hash_token(seeded)) is None:
             owner = await hl.store.ensure_org(DEFAULT_ORG, time.time())
-            await hl.store.create_token(owner.id, "admin", http.hash_token(seeded), time.time())
+            # `hookline api` and `hookline worker` starting together both get here on a new
+            # database; the one that commits second finds the token there, which is fine.
+            with contextlib.suppress(errors.Conflict):
+                await hl.store.create_token(owner.id, "admin", http.hash_token(seeded), time.time())
         return None
     if await hl.store.count_tokens() == 0:
         return await create_token(hl, name="first")

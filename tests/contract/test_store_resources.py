@@ -34,6 +34,15 @@ async def test_ensure_org_returns_the_same_org_for_the_same_name(store: Store) -
     assert other.name == "globex"
 
 
+async def test_a_token_hash_is_stored_once(store: Store, org: Org) -> None:
+    now = time.time()
+    first = await store.create_token(org.id, "admin", "hash-dup", now)
+    with pytest.raises(errors.Conflict):
+        await store.create_token(org.id, "admin", "hash-dup", now)
+    assert await store.find_token("hash-dup") == first
+    assert await store.count_tokens() == 1
+
+
 async def test_token_is_found_by_its_hash_only(store: Store, org: Org) -> None:
     now = time.time()
     token = await store.create_token(org.id, "ci", "hash-1", now)

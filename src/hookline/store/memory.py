@@ -155,6 +155,8 @@ class MemoryStore:
 
     async def create_token(self, org_id: str, name: str, token_hash: str, now: float) -> Token:
         """Record an API token by the hash of its secret; the secret itself is never stored."""
+        if token_hash in self._token_by_hash:
+            raise errors.Conflict("A token with this secret already exists")
         token = Token(id=ids.new(ids.TOKEN), org_id=org_id, name=name, created_at=now)
         self._tokens[token.id] = token
         self._token_by_hash[token_hash] = token.id

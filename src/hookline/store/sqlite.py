@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,6 +89,31 @@ ATTEMPT_COLUMNS = (
 )
 
 
+async def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE without blocking the event loop while another process writes.
+
+    The writer connection has no busy timeout, so taking the write lock either succeeds at once
+    or fails at once; on failure this retries after 0.5 ms, doubling up to 20 ms, for up to
+    ``BUSY_TIMEOUT_MS``. SQLite's own busy handler would sleep the calling thread in steps of up
+    to 100 ms instead, which held the API and the worker of a split deployment back from each
+    other's commits.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.0005
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (
+                getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF == sqlite3.SQLITE_BUSY
+            )
+            if not busy or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
@@ -136,6 +162,7 @@ class _Writer:
         # Checkpoints run on their own connection (SqliteStore._checkpoints): done inside COMMIT
         # they stalled every write queued behind that commit for tens of milliseconds.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA busy_timeout = 0")  # lock waits are _begin's, on the event loop
         return conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -170,8 +197,8 @@ class _Writer:
         conn = self._conn
         assert conn is not None, "writer used before start()"
         try:
-            await loop.run_in_executor(self._executor, conn.execute, "BEGIN IMMEDIATE")
-        except Exception as exc:  # e.g. another process held the write lock past busy_timeout
+            await _begin(conn)
+        except Exception as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT_MS
             return [(False, exc)] * len(fns)
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -298,7 +325,9 @@ class SqliteStore:
     async def create_token(self, org_id: str, name: str, token_hash: str, now: float) -> Token:
         token = Token(id=ids.new(ids.TOKEN), org_id=org_id, name=name, created_at=now)
         await self._write(
-            lambda c: c.execute(Q["token_insert"], (token.id, org_id, name, token_hash, now))
+            _conflict_on_unique(
+                lambda c: c.execute(Q["token_insert"], (token.id, org_id, name, token_hash, now))
+            )
         )
         return token
 

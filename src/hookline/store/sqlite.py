@@ -93,13 +93,13 @@ async def _begin(conn: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE without blocking the event loop while another process writes.
 
     The writer connection has no busy timeout, so taking the write lock either succeeds at once
-    or fails at once; on failure this retries after 0.5 ms, doubling up to 20 ms, for up to
+    or fails at once; on failure this retries after 0.2 ms, doubling up to 2 ms, for up to
     ``BUSY_TIMEOUT_MS``. SQLite's own busy handler would sleep the calling thread in steps of up
     to 100 ms instead, which held the API and the worker of a split deployment back from each
     other's commits.
     """
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    pause = 0.0005
+    pause = 0.0002
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -111,7 +111,7 @@ async def _begin(conn: sqlite3.Connection) -> None:
             if not busy or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.02)
+        pause = min(pause * 2, 0.002)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

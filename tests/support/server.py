@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from hookline.bench.processes import free_port  # a loopback port free a moment ago
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 20.0
@@ -46,14 +47,6 @@ TEST_SETTINGS: Mapping[str, str] = {
 
 class ServerFailed(RuntimeError):
     """The server did not start, died, or did not stop; the message quotes its output."""
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class HooklineServer:

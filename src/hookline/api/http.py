@@ -72,13 +72,13 @@ class Operation:
     query: tuple[str, ...]
     tag: str
     auth: bool
-    endpoint: Endpoint = field(repr=False)
+    endpoint: AsgiHandler = field(repr=False)
 
 
 OPERATIONS: list[Operation] = []
 
 
-class Endpoint:
+class AsgiHandler:
     """A handler as a plain ASGI app.
 
     Starlette wraps a *function* endpoint in two more layers (request/response adapter and
@@ -146,7 +146,7 @@ def route(
                 query=query,
                 tag=tag,
                 auth=auth,
-                endpoint=Endpoint(answer),
+                endpoint=AsgiHandler(answer),
             )
         )
         return handler

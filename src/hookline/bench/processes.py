@@ -30,6 +30,7 @@ class ChildFailed(RuntimeError):
 
 
 def free_port() -> int:
+    """A loopback port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]

@@ -1,9 +1,10 @@
-"""The SQLite store when another process holds the write lock (``hookline api`` + ``worker``)."""
+"""The SQLite store's threads: lock waits and bulk statements keep the event loop free."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -34,4 +35,22 @@ async def test_a_write_waits_for_another_connections_lock_without_blocking_the_l
         assert org.name == "acme"
     finally:
         other.close()
+        await store.close()
+
+
+async def test_bulk_operations_run_off_the_event_loop_and_others_on_it(tmp_path: Path) -> None:
+    # A statement over many rows (recover, deleting an app, purging) must not hold the event
+    # loop; the short per-message statements run on it (see store/sqlite.py's docstring).
+    store = SqliteStore(tmp_path / "hookline.db")
+    await store.open()
+    await store.migrate()
+    try:
+
+        def where(_: sqlite3.Connection) -> str:
+            return threading.current_thread().name
+
+        assert await store._writer.run(where) == threading.current_thread().name
+        bulk_thread = await store._writer.run(where, bulk=True)
+        assert bulk_thread.startswith("hookline-sqlite-writer")
+    finally:
         await store.close()

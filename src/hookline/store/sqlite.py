@@ -13,6 +13,9 @@ memory. Running them on the writer thread cost far more: sqlite3 releases the GI
 statement step, and a thread that gives up the GIL next to a busy event loop waits up to the
 interpreter's switch interval (5 ms) to get it back. Measured under load, the writer was busy
 99 % of the time while using a quarter of a core, and ingest waited on it.
+Operations that may touch any number of rows (recover, deleting an application or endpoint,
+the idempotency purge, migrations) are the exception: they run on the writer thread, where a
+long statement runs with the GIL released instead of holding up the event loop.
 Reads run on a small pool of threads with their own connections, which WAL lets proceed while
 the writer commits.
 """
@@ -26,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +93,25 @@ ATTEMPT_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Op:
+    fn: Callable[[sqlite3.Connection], Any]
+    bulk: bool
+
+
+def _isolated(conn: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
+    """Run one operation in its own SAVEPOINT, so that its failure undoes only itself."""
+    conn.execute("SAVEPOINT op")
+    try:
+        result = op.fn(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return (False, exc)
+    conn.execute("RELEASE op")
+    return (True, result)
+
+
 async def _begin(conn: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE without blocking the event loop while another process writes.
 
@@ -149,7 +172,7 @@ class _Writer:
         self._path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-writer")
         self._conn: sqlite3.Connection | None = None
-        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -165,10 +188,16 @@ class _Writer:
         conn.execute("PRAGMA busy_timeout = 0")  # lock waits are _begin's, on the event loop
         return conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False) -> T:
+        """Run ``fn`` in the next transaction; ``bulk`` for a statement that may touch many rows.
+
+        A bulk operation (recover, deleting an application, purging) runs on the writer thread
+        rather than the event loop: one long statement step there holds the loop for its whole
+        duration, while on the thread it runs with the GIL released.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.append((fn, fut))
+        self._queue.append((_Op(fn, bulk), fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         # A cancelled caller cancels only its own future: the batch goes on, and _flush skips
@@ -180,7 +209,7 @@ class _Writer:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                outcomes = await self._transaction(loop, [fn for fn, _ in batch])
+                outcomes = await self._transaction(loop, [op for op, _ in batch])
                 for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
                     if fut.done():
                         continue
@@ -192,29 +221,25 @@ class _Writer:
             self._flusher = None
 
     async def _transaction(
-        self, loop: asyncio.AbstractEventLoop, fns: list[Callable[[sqlite3.Connection], Any]]
+        self, loop: asyncio.AbstractEventLoop, ops: list[_Op]
     ) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None, "writer used before start()"
         try:
             await _begin(conn)
         except Exception as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT_MS
-            return [(False, exc)] * len(fns)
+            return [(False, exc)] * len(ops)
         outcomes: list[tuple[bool, Any]] = []
         try:
-            for fn in fns:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((True, fn(conn)))
-                    conn.execute("RELEASE op")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((False, exc))
+            for op in ops:
+                if op.bulk:
+                    outcomes.append(await loop.run_in_executor(self._executor, _isolated, conn, op))
+                else:
+                    outcomes.append(_isolated(conn, op))
             await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             await loop.run_in_executor(self._executor, _rollback, conn)
-            return [(False, exc)] * len(fns)
+            return [(False, exc)] * len(ops)
         return outcomes
 
     async def close(self) -> None:
@@ -291,7 +316,7 @@ class SqliteStore:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
 
-        await self._writer.run(apply)
+        await self._writer.run(apply, bulk=True)
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -308,8 +333,8 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._writer.run(fn)
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False) -> T:
+        return await self._writer.run(fn, bulk=bulk)
 
     # tenants and tokens ------------------------------------------------------------------------
     async def ensure_org(self, name: str, now: float) -> Org:
@@ -364,7 +389,7 @@ class SqliteStore:
             c.execute(Q["attempts_delete_app"], {"app_id": app_id, "org_id": org_id})
             return c.execute(Q["app_delete"], (org_id, app_id)).rowcount > 0
 
-        return await self._write(op)
+        return await self._write(op, bulk=True)  # cascades to every message and delivery
 
     # event types -------------------------------------------------------------------------------
     async def create_event_type(self, event_type: EventType) -> None:
@@ -406,7 +431,9 @@ class SqliteStore:
         await self._write(_conflict_on_unique(lambda c: c.execute(Q["endpoint_update"], row)))
 
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> bool:
-        cur = await self._write(lambda c: c.execute(Q["endpoint_delete"], (app_id, endpoint_id)))
+        cur = await self._write(
+            lambda c: c.execute(Q["endpoint_delete"], (app_id, endpoint_id)), bulk=True
+        )
         return cur.rowcount > 0
 
     async def endpoint_stats(
@@ -589,7 +616,7 @@ class SqliteStore:
             "until": until if until is not None else FOREVER,
             "now": now,
         }
-        cur = await self._write(lambda c: c.execute(Q["delivery_recover"], params))
+        cur = await self._write(lambda c: c.execute(Q["delivery_recover"], params), bulk=True)
         return int(cur.rowcount)
 
     # attempts and per-endpoint status ----------------------------------------------------------
@@ -693,7 +720,7 @@ class SqliteStore:
         await self._write(lambda c: c.execute(Q["idempotency_release"], (key,)))
 
     async def purge_expired(self, now: float) -> int:
-        cur = await self._write(lambda c: c.execute(Q["idempotency_purge"], (now,)))
+        cur = await self._write(lambda c: c.execute(Q["idempotency_purge"], (now,)), bulk=True)
         return int(cur.rowcount)
 
     # helpers -----------------------------------------------------------------------------------

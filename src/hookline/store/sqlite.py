@@ -278,8 +278,10 @@ class SqliteStore:
             self._checkpointer = None
         await self._writer.close()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(sqlite3.Error):  # leave a short WAL behind; not required
-            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "TRUNCATE")
+        # A last PASSIVE checkpoint leaves a short WAL behind. Not TRUNCATE: that waits (up to
+        # the busy timeout) for every other process's readers, which would delay a shutdown.
+        with contextlib.suppress(sqlite3.Error):
+            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "PASSIVE")
         self._checkpoint_thread.shutdown(wait=True)
         if self._checkpoint_conn is not None:
             self._checkpoint_conn.close()

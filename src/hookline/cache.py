@@ -13,13 +13,41 @@ round trip (a hop to a reader thread) per request. What may be stale, and for ho
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from hookline.models import Application, Token
 from hookline.store.base import Store
 
 TOKEN_SECONDS = 10.0
 APP_SECONDS = 5.0
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Expiring(Generic[K, V]):
+    """Values kept for ``seconds`` after they were loaded; misses (None) are never kept."""
+
+    def __init__(self, seconds: float, max_entries: int) -> None:
+        self._seconds = seconds
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[V, float]] = {}
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        hit = self._entries.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        value = await load()
+        if value is not None:
+            if len(self._entries) >= self._max_entries:  # bound memory, whatever callers send
+                self._entries.clear()
+            self._entries[key] = (value, now + self._seconds)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 class TokenCache:
@@ -31,19 +59,12 @@ class TokenCache:
     def __init__(self, store: Store, hash_token: Callable[[str], str]) -> None:
         self._store = store
         self._hash = hash_token
-        self._cache: dict[str, tuple[Token, float]] = {}
+        self._cache: _Expiring[str, Token] = _Expiring(TOKEN_SECONDS, 10_000)
 
     async def lookup(self, presented: str) -> Token | None:
-        hit = self._cache.get(presented)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        token = await self._store.find_token(self._hash(presented))
-        if token is not None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[presented] = (token, now + TOKEN_SECONDS)
-        return token
+        return await self._cache.get(
+            presented, lambda: self._store.find_token(self._hash(presented))
+        )
 
 
 class AppCache:
@@ -51,20 +72,10 @@ class AppCache:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._cache: dict[tuple[str, str], tuple[Application, float]] = {}
+        self._cache: _Expiring[tuple[str, str], Application] = _Expiring(APP_SECONDS, 100_000)
 
     async def lookup(self, org_id: str, ref: str) -> Application | None:
-        key = (org_id, ref)
-        hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
-        app = await self._store.get_app(org_id, ref)
-        if app is not None:
-            if len(self._cache) > 100_000:  # bound memory against many distinct references
-                self._cache.clear()
-            self._cache[key] = (app, now + APP_SECONDS)
-        return app
+        return await self._cache.get((org_id, ref), lambda: self._store.get_app(org_id, ref))
 
     def forget(self) -> None:
         """Drop everything: called after this process changes or deletes an application."""

@@ -49,14 +49,17 @@ class Worker:
         self._rand = rand
         self._inflight: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()  # set when enough deliveries finished to claim a batch
-        self._room_at = 1
+        # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
+        # a write transaction per delivery when the worker is saturated.
+        concurrency = hl.settings.worker_concurrency
+        self._refill_at = max(1, min(CLAIM_BATCH, concurrency) // 4)
         self._completed: list[Completion] = []
         self._recorder: asyncio.Task[None] | None = None
         self._debug = hl.settings.log_level.lower() == "debug"
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._hl.settings.worker_concurrency - len(self._inflight) >= self._room_at:
+        if self._hl.settings.worker_concurrency - len(self._inflight) >= self._refill_at:
             self._room.set()
 
     @property
@@ -67,17 +70,13 @@ class Worker:
         settings = self._hl.settings
         log.info("worker_started", concurrency=settings.worker_concurrency)
         concurrency = settings.worker_concurrency
-        # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
-        # a write transaction per delivery when the worker is saturated.
-        refill_at = max(1, min(CLAIM_BATCH, concurrency) // 4)
         wake = self._hl.wake
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: wake.set())  # an idle wait ends on stop too
         while not stop.is_set():
             free = concurrency - len(self._inflight)
-            if free < refill_at:
+            if free < self._refill_at:
                 self._room.clear()
-                self._room_at = refill_at
                 await self._room.wait()
                 continue
             wake.clear()  # before claiming: any commit from here on sets it again

@@ -19,10 +19,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from hookline import api, delivery, egress, errors
+from hookline import store as store_
 from hookline.api import http
 from hookline.cache import AppCache, TokenCache
 from hookline.settings import Settings
-from hookline.store import base
 from hookline.store.base import Store
 from hookline.worker import Worker
 
@@ -46,7 +46,7 @@ class Hookline:
 
     @classmethod
     def build(cls, settings: Settings) -> Hookline:
-        store = base.from_url(settings.database_url)
+        store = store_.from_url(settings.database_url)
         return cls(
             settings=settings,
             store=store,

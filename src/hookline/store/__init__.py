@@ -1,1 +1,25 @@
-"""Persistence backends behind one Protocol (see ``base``)."""
+"""Where hookline persists everything: the ``Store`` Protocol (``base``) and its backends.
+
+``from_url`` lives here, not in ``base``, because the backends import ``base``: the factory
+imports them lazily, so an optional driver is loaded only when its URL is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hookline.store.base import Store
+
+
+def from_url(url: str) -> Store:
+    """Build the store a database URL names (``memory://``, ``sqlite:///path``)."""
+    if url.startswith("memory:"):
+        from hookline.store import memory
+
+        return memory.MemoryStore()
+    if url.startswith("sqlite:"):
+        from hookline.store import sqlite
+
+        return sqlite.SqliteStore(sqlite.path_from_url(url))
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or memory://")

@@ -1,7 +1,8 @@
 """The store Protocol: everything hookline persists, spoken in domain terms.
 
-Backends: ``memory`` (tests, throwaway runs) and ``sqlite`` (the embedded default). Pick one with
-``from_url``. Every backend passes the same contract suite in ``tests/contract``.
+Backends: ``memory`` (tests, throwaway runs) and ``sqlite`` (the embedded default); pick one
+with ``hookline.store.from_url``. Every backend passes the same contract suite in
+``tests/contract``.
 
 Two rules every backend keeps:
 - ``create_message`` writes the message, one delivery task per matching endpoint and (when
@@ -144,16 +145,3 @@ class Store(Protocol):
     async def idempotency_finish(self, write: IdempotentWrite) -> None: ...
     async def idempotency_release(self, key: str) -> None: ...
     async def purge_expired(self, now: float) -> int: ...
-
-
-def from_url(url: str) -> Store:
-    """Build the store a database URL names (``memory://``, ``sqlite:///path``)."""
-    if url.startswith("memory:"):
-        from hookline.store import memory
-
-        return memory.MemoryStore()
-    if url.startswith("sqlite:"):
-        from hookline.store import sqlite
-
-        return sqlite.SqliteStore(sqlite.path_from_url(url))
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or memory://")

@@ -12,18 +12,23 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import aiohttp
 import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
 from hookline import api, delivery, egress, errors
+from hookline import operational as operational_
 from hookline import store as store_
 from hookline.api import http
+from hookline.api.backlog import Backlog
+from hookline.api.services import Services
 from hookline.cache import AppCache, TokenCache
 from hookline.settings import Settings
 from hookline.store.base import Store
+from hookline.wakeup import Wakeup
 from hookline.worker import Worker
 
 DEFAULT_ORG = "default"
@@ -41,8 +46,8 @@ class Hookline:
     egress_policy: egress.EgressPolicy
     tokens: TokenCache
     apps: AppCache
-    # set by the API after an ingest commits, so an in-process worker wakes at once
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    backlog: Backlog
+    operational: operational_.OperationalWebhooks | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Hookline:
@@ -53,6 +58,37 @@ class Hookline:
             egress_policy=egress.EgressPolicy(allowed=settings.allowed_subnets),
             tokens=TokenCache(store, http.hash_token),
             apps=AppCache(store),
+            backlog=Backlog(store, store.now, settings.max_backlog),
+        )
+
+    @property
+    def wakeup(self) -> Wakeup:
+        return self.store.wakeup()
+
+    def services(self) -> Services:
+        """What the API handlers get (they never see this root)."""
+        return Services(
+            store=self.store,
+            clock=self.store.now,
+            wakeup=self.wakeup,
+            tokens=self.tokens,
+            apps=self.apps,
+            egress_policy=self.egress_policy,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            backlog=self.backlog,
+            on_endpoint_change=(
+                None if self.operational is None else self.operational.endpoint_changed
+            ),
+        )
+
+    def worker(self, session: aiohttp.ClientSession) -> Worker:
+        return Worker(
+            self.store,
+            session,
+            self.settings,
+            egress_policy=self.egress_policy,
+            wakeup=self.wakeup,
+            on_outcomes=None if self.operational is None else self.operational.after_outcomes,
         )
 
 
@@ -63,6 +99,9 @@ async def opened(settings: Settings) -> AsyncIterator[Hookline]:
     await hl.store.open()
     try:
         await hl.store.migrate()
+        hl.operational = await operational_.OperationalWebhooks.configure(
+            hl.store, settings, hl.wakeup
+        )
         yield hl
     finally:
         await hl.store.close()
@@ -94,7 +133,7 @@ async def bootstrap_token(hl: Hookline) -> str | None:
 
 def asgi(hl: Hookline) -> ASGIApp:
     """The ASGI application of the API role."""
-    return api.build(hl)
+    return api.build(hl.services())
 
 
 class _Server(uvicorn.Server):
@@ -112,8 +151,11 @@ async def run(
     worker_role: bool,
     on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Run the chosen roles until SIGINT/SIGTERM, then drain deliveries and return.
+    """Run the chosen roles until SIGINT/SIGTERM, then stop within the shutdown grace.
 
+    On the first signal the API stops accepting connections and finishes the requests in
+    flight; the worker stops claiming and gives its deliveries ``shutdown_grace`` seconds,
+    then releases the rest. A second signal exits at once (see ``_install_stop_signals``).
     ``on_listening`` is called once the API socket is bound (not before, so a port clash is
     reported instead of a misleading "listening" line).
     """
@@ -134,13 +176,15 @@ async def run(
             proxy_headers=False,  # client addresses are not used; the middleware costs per request
             lifespan="off",
             loop="none",
+            timeout_graceful_shutdown=max(1, int(hl.settings.shutdown_grace)),
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
         announce = asyncio.create_task(_announce(server, on_listening), name="announce")
+        tasks.append(asyncio.create_task(hl.backlog.run(stop), name="backlog"))
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
-        tasks.append(asyncio.create_task(Worker(hl, session).run(stop), name="worker"))
+        tasks.append(asyncio.create_task(hl.worker(session).run(stop), name="worker"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -193,8 +237,23 @@ async def _housekeeping(hl: Hookline, stop: asyncio.Event) -> None:
 
 
 def _install_stop_signals(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM: graceful stop. Second: exit at once.
+
+    Exiting without cleanup is safe for the store: every acknowledged write is committed, and
+    SQLite's journal makes an interrupted transaction roll back on the next open (as after
+    SIGKILL). Deliveries in flight are then claimed again when their leases run out.
+    """
+    import os
     import signal
 
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("shutdown_started", signal=signal.Signals(signum).name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)

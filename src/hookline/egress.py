@@ -14,7 +14,12 @@ network. The guard works at two points:
   ``EgressRefused`` and whose text is
   ``"Cannot connect to host <host>:<port> ssl:<ssl> [egress refused: ...]"``.
 * aiohttp never calls the resolver for IP-literal hosts, so the delivery code
-  must call ``EgressPolicy.check_host_literal(url.host)`` before sending.
+  must call ``EgressPolicy.check_host_literal(url.raw_host)`` before sending.
+
+The API also refuses, when an endpoint is created or changed, a URL whose host
+is a refused literal (``EgressPolicy.refusal_for_url``), so the mistake is
+reported to whoever made it rather than on every delivery. It judges the host
+exactly as delivery does; names are left to connect time, as DNS can change.
 
 Redirects must not be followed and no HTTP proxy may be configured: with a
 proxy the resolver only ever sees the proxy's name, never the target's.
@@ -26,10 +31,12 @@ import errno
 import functools
 import ipaddress
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, TypeAlias
 
+import yarl
 from aiohttp import DefaultResolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -107,6 +114,8 @@ _V6_RULES: tuple[tuple[IPv6Network, str], ...] = (
 # Everything outside 2000::/3 not matched above is unallocated.
 _V6_GLOBAL_UNICAST = _v6("2000::/3")
 _NAT64 = _v6("64:ff9b::/96")
+# What the name "localhost" reaches; RFC 6761 has it and every *.localhost resolve to loopback.
+_LOOPBACK: tuple[IPAddress, ...] = (IPv4Address("127.0.0.1"), IPv6Address("::1"))
 
 
 class EgressRefused(OSError):
@@ -176,9 +185,12 @@ def _classify_v6(ip: IPv6Address) -> str | None:
     return None
 
 
+def _a(reason: str) -> str:
+    return f"{'an' if reason[0] in 'aeiou' else 'a'} {reason}"
+
+
 def _describe(ip: IPAddress, reason: str) -> str:
-    article = "an" if reason[0] in "aeiou" else "a"
-    return f"{ip} is {article} {reason} address"
+    return f"{ip} is {_a(reason)} address"
 
 
 def parse_allowed(text: str) -> tuple[IPNetwork, ...]:
@@ -251,12 +263,48 @@ class EgressPolicy:
                 reason=reason,
             )
 
+    def refusal_for_url(self, url: str | yarl.URL) -> str | None:
+        """Say why the host of ``url`` alone rules out delivering there, or return None.
+
+        The host is taken as delivery takes it (``yarl.URL(url).raw_host``)
+        and judged by ``check_host_literal``, so a URL accepted here is not
+        refused as a literal later. On top of that the names ``localhost``
+        and ``*.localhost`` count as loopback unless the policy allows
+        127.0.0.1 or ::1 (RFC 6761: they always resolve there). Other names
+        give None: their addresses are checked at connect time, since DNS can
+        change. Raises ``ValueError`` if yarl cannot parse ``url``.
+        """
+        parsed = url if isinstance(url, yarl.URL) else yarl.URL(url)
+        host = parsed.raw_host or ""
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            self.check_host_literal(host)  # keep in step with delivery.send
+        except EgressRefused as exc:
+            address, reason = exc.address or "", exc.reason or "refused"
+            if host == address:
+                return f"URL host {shown} is {_a(reason)} address"
+            return f"URL host {shown} is {address}, {_a(reason)} address"
+        name = _canonical_host(host)
+        if (name == "localhost" or name.endswith(".localhost")) and all(
+            self.classify(ip) is not None for ip in _LOOPBACK
+        ):
+            return f"URL host {shown} is a loopback name (RFC 6761: it always resolves to loopback)"
+        return None
+
+
+def _canonical_host(host: str) -> str:
+    # The spellings of one host that yarl leaves apart: percent-encoding (which aiohttp would
+    # hand undecoded to the resolver), IPv6 brackets and the trailing dots of a fully
+    # qualified name (aiohttp keeps one). Undoing them can only make more hosts literals.
+    host = urllib.parse.unquote(host).removeprefix("[").removesuffix("]")
+    return host.rstrip(".").lower()
+
 
 # Every delivery checks its URL's host; parsing it each time showed up in profiles. The
 # verdict depends only on the (immutable) policy and the host text, so it is cached.
 @functools.lru_cache(maxsize=4096)
 def _literal_verdict(policy: EgressPolicy, host: str) -> tuple[IPAddress, str] | None:
-    literal = host.removeprefix("[").removesuffix("]")
+    literal = _canonical_host(host)
     try:
         ip: IPAddress = ipaddress.ip_address(literal)
     except ValueError:

@@ -1,16 +1,19 @@
-"""One exception tree for everything the API can answer with a 4xx.
+"""One exception tree for everything the API can answer with, other than a bug's 500.
 
-    HooklineError (code, detail, status)
+    HooklineError (code, detail, status, headers())
     ├── NotFound            404  not_found
     ├── Conflict            409  conflict
     ├── ValidationFailed    422  validation      (detail is a list of {loc, msg, type})
     ├── IdempotencyMismatch 422  idempotency_key_mismatch
     ├── PayloadTooLarge     413  payload_too_large
     ├── Unauthorized        401  authentication_failed
-    └── BadRequest          400  bad_request
+    ├── BadRequest          400  bad_request
+    └── RetryLater                               (retry_after seconds → a Retry-After header)
+        ├── Unavailable     503  unavailable     (the store cannot accept writes right now)
+        └── TooManyRequests 429  too_many_requests
 
-The API turns any of these into a Svix-shaped body ``{"code": ..., "detail": ...}``; anything
-else is a bug and answers 500 with a generic body.
+The API turns any of these into a Svix-shaped body ``{"code": ..., "detail": ...}`` with the
+error's ``headers()``; anything else is a bug and answers 500 with a generic body.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ class HooklineError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"code": self.code, "detail": self.detail}
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with this error (none unless a subclass says so)."""
+        return {}
 
 
 class BadRequest(HooklineError):
@@ -68,3 +75,24 @@ class ValidationFailed(HooklineError):
 
     def __init__(self, loc: list[str | int], msg: str, type_: str = "value_error") -> None:
         super().__init__([{"loc": loc, "msg": msg, "type": type_}])
+
+
+class RetryLater(HooklineError):
+    """A refusal the client should retry, no sooner than ``retry_after`` seconds from now."""
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Unavailable(RetryLater):
+    status = 503
+    code = "unavailable"  # the same code the health check's 503 answers with
+
+
+class TooManyRequests(RetryLater):
+    status = 429
+    code = "too_many_requests"

@@ -200,3 +200,64 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 50
     after: str | None = None
     descending: bool = False
+
+
+class ClaimPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """What a claimer can take on now; the store adds what all claimers share.
+
+    The claimer knows its own free slots: ``limit`` deliveries in all, and per endpoint
+    ``endpoint_slots`` minus what it already has ``in_flight`` there. The store knows what is
+    shared between processes: rate-limit allowance and open circuits (``EndpointHealth``).
+    """
+
+    limit: int
+    endpoint_slots: int = 2**31 - 1  # no per-endpoint cap unless the claimer sets one
+    in_flight: dict[str, int] = {}  # endpoint id -> deliveries this claimer has in flight
+
+    def free(self, endpoint_id: str) -> int:
+        return max(0, self.endpoint_slots - self.in_flight.get(endpoint_id, 0))
+
+
+class Release(msgspec.Struct, frozen=True, kw_only=True):
+    """A claimed task handed back unsent: no attempt recorded, no retry spent."""
+
+    msg_id: str
+    endpoint_id: str
+    lease: int  # fencing token of the claim being given back
+    due_at: float  # when the task may be claimed again
+
+
+class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-endpoint delivery state, stored so that restarts and other workers share it.
+
+    ``tokens``/``tokens_at`` are the rate-limit bucket (None: full). While ``circuit_open``,
+    nothing is sent before ``paused_until``; then one probe goes out (``probing``), and its
+    outcome closes the circuit or doubles ``cooldown``.
+    """
+
+    endpoint_id: str
+    failures: int = 0  # consecutive failed attempts
+    failing_since: float | None = None  # when the current run of failures began
+    circuit_open: bool = False
+    paused_until: float | None = None
+    cooldown: float = 0.0  # seconds; the wait that set paused_until
+    probing: bool = False
+    tokens: float | None = None
+    tokens_at: float | None = None
+
+
+class HealthChange(enum.Enum):
+    """A state change of an endpoint, logged once and (disable) announced by webhook."""
+
+    CIRCUIT_OPENED = "circuit_opened"
+    CIRCUIT_CLOSED = "circuit_closed"
+    DISABLED = "endpoint_disabled"
+
+
+class HealthEvent(msgspec.Struct, frozen=True, kw_only=True):
+    endpoint_id: str
+    change: HealthChange
+    at: float
+    failures: int
+    failing_since: float | None = None
+    paused_until: float | None = None

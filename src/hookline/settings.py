@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from hookline import egress, retry
+from hookline import circuit, egress, retry
 
 DEFAULT_DATABASE_URL = "sqlite:///./.hookline/hookline.db"
 DEFAULT_LISTEN = "127.0.0.1:8071"
@@ -33,6 +33,15 @@ class Settings:
     max_payload_bytes: int = 512 * KIB
     log_level: str = "info"
     worker_concurrency: int = 512  # deliveries in flight per worker process
+    endpoint_concurrency: int = 16  # deliveries in flight per endpoint per worker process
+    circuit_failures: int = circuit.DEFAULT_FAILURES  # consecutive failures that open it
+    circuit_cooldown: float = circuit.DEFAULT_COOLDOWN  # seconds before the first probe
+    circuit_cooldown_max: float = circuit.DEFAULT_COOLDOWN_MAX  # seconds
+    endpoint_disable_after: float = circuit.DEFAULT_DISABLE_AFTER  # seconds failing
+    operational_webhook_url: str | None = None
+    operational_webhook_secret: str | None = None  # a whsec_ key
+    max_backlog: int = 1_000_000  # due deliveries; above it message creation answers 429
+    shutdown_grace: float = 10.0  # seconds in-flight deliveries get on SIGTERM
 
     @property
     def host(self) -> str:
@@ -70,6 +79,13 @@ _PARSERS: dict[str, Any] = {
     "request_timeout": float,
     "max_payload_bytes": int,
     "worker_concurrency": int,
+    "endpoint_concurrency": int,
+    "circuit_failures": int,
+    "circuit_cooldown": float,
+    "circuit_cooldown_max": float,
+    "endpoint_disable_after": float,
+    "max_backlog": int,
+    "shutdown_grace": float,
 }
 
 
@@ -101,9 +117,27 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         except ValueError as exc:
             raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): {exc}") from exc
     settings = Settings(**values)
-    for name in ("request_timeout", "max_payload_bytes", "worker_concurrency"):
-        if getattr(settings, name) <= 0:
+    positive = (
+        "request_timeout",
+        "max_payload_bytes",
+        "worker_concurrency",
+        "endpoint_concurrency",
+        "circuit_failures",
+        "circuit_cooldown",
+        "circuit_cooldown_max",
+        "endpoint_disable_after",
+        "max_backlog",
+    )
+    for name in positive:
+        if not getattr(settings, name) > 0:
             raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): must be > 0")
+    if not settings.shutdown_grace >= 0:
+        raise ValueError("invalid shutdown_grace (HOOKLINE_SHUTDOWN_GRACE): must be >= 0")
+    if bool(settings.operational_webhook_url) != bool(settings.operational_webhook_secret):
+        raise ValueError(
+            "operational webhooks need both HOOKLINE_OPERATIONAL_WEBHOOK_URL and "
+            "HOOKLINE_OPERATIONAL_WEBHOOK_SECRET"
+        )
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ValueError(
             f"invalid log_level (HOOKLINE_LOG_LEVEL): use one of {', '.join(LOG_LEVELS)}"

@@ -2,8 +2,10 @@
 
 A claim is a lease (``Settings.lease_seconds``, longer than any request may take). If the process
 dies, the lease runs out and any worker claims the task again, so delivery is at-least-once.
-On a graceful stop the worker stops claiming, lets in-flight deliveries finish (bounded by the
-request timeout) and records them before it returns.
+The store hands out only tasks that may go now (``ClaimPolicy``: free slots overall and per
+endpoint; the store adds rate limits and circuits), so nothing claimed waits in memory while its
+lease ticks. On a graceful stop the worker stops claiming, gives in-flight deliveries up to
+``shutdown_grace`` seconds, then cancels the rest and releases them for immediate re-claim.
 """
 
 from __future__ import annotations
@@ -11,25 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import structlog
 
-from hookline import delivery
-from hookline.models import Claim, Completion, MessageStatus
-
-if TYPE_CHECKING:
-    from hookline.app import Hookline
+from hookline import circuit, delivery, egress
+from hookline.models import Claim, ClaimPolicy, Completion, HealthEvent, MessageStatus, Release
+from hookline.settings import Settings
+from hookline.store.base import Store
+from hookline.wakeup import Wakeup
 
 CLAIM_BATCH = 256  # tasks per claim transaction
 IDLE_POLL_SECONDS = 0.02  # how often an idle worker looks for work another process queued
+# While the oldest due work must wait (busy endpoint, rate limit, open circuit), claim again at
+# most this often unless new work is signalled: each such claim finds nothing new to send.
+HELD_BACK_POLL_SECONDS = 0.05
 COALESCE_SECONDS = 0.002  # wait this long to batch claims and outcomes (adds ≤ 2 ms latency)
 ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
 
 log = structlog.get_logger("hookline.worker")
+
+# Called with each committed batch of outcomes and the endpoint state changes it caused.
+OutcomeHook = Callable[[Sequence[Completion], Sequence[HealthEvent]], Awaitable[None]]
 
 
 class Worker:
@@ -37,52 +43,86 @@ class Worker:
 
     def __init__(
         self,
-        hl: Hookline,
+        store: Store,
         session: aiohttp.ClientSession,
+        settings: Settings,
         *,
-        clock: Callable[[], float] = time.time,
+        egress_policy: egress.EgressPolicy,
+        wakeup: Wakeup,
+        clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
+        on_outcomes: OutcomeHook | None = None,
     ) -> None:
-        self._hl = hl
+        self._store = store
         self._session = session
-        self._clock = clock
+        self._settings = settings
+        self._egress = egress_policy
+        self._wakeup = wakeup
+        self._clock = clock or store.now
         self._rand = rand
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._on_outcomes = on_outcomes
+        self._circuit = circuit.CircuitPolicy(
+            failures=settings.circuit_failures,
+            cooldown=settings.circuit_cooldown,
+            cooldown_max=settings.circuit_cooldown_max,
+            disable_after=settings.endpoint_disable_after,
+        )
+        self._inflight: dict[asyncio.Task[None], Claim] = {}
+        self._per_endpoint: dict[str, int] = {}  # endpoint id -> deliveries in flight
         self._room = asyncio.Event()  # set when enough deliveries finished to claim a batch
         # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
         # a write transaction per delivery when the worker is saturated.
-        concurrency = hl.settings.worker_concurrency
-        self._refill_at = max(1, min(CLAIM_BATCH, concurrency) // 4)
+        self._refill_at = max(1, min(CLAIM_BATCH, settings.worker_concurrency) // 4)
         self._completed: list[Completion] = []
         self._recorder: asyncio.Task[None] | None = None
-        self._debug = hl.settings.log_level.lower() == "debug"
+        self._debug = settings.log_level.lower() == "debug"
+        self._last_claim_at = 0.0
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        if self._hl.settings.worker_concurrency - len(self._inflight) >= self._refill_at:
-            self._room.set()
+    def _wake_for_stop(self, _: object) -> None:
+        # an idle wait and a wait for room both end on stop
+        self._wakeup.notify()
+        self._room.set()
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        claim = self._inflight.pop(task, None)
+        if claim is not None:
+            endpoint_id = claim.endpoint.id
+            left = self._per_endpoint.get(endpoint_id, 1) - 1
+            if left > 0:
+                self._per_endpoint[endpoint_id] = left
+            else:
+                self._per_endpoint.pop(endpoint_id, None)
+        if self._settings.worker_concurrency - len(self._inflight) >= self._refill_at:
+            self._room.set()
+
     async def run(self, stop: asyncio.Event) -> None:
-        settings = self._hl.settings
-        log.info("worker_started", concurrency=settings.worker_concurrency)
-        concurrency = settings.worker_concurrency
-        wake = self._hl.wake
+        settings = self._settings
+        log.info(
+            "worker_started",
+            concurrency=settings.worker_concurrency,
+            endpoint_concurrency=settings.endpoint_concurrency,
+        )
         stopping = asyncio.ensure_future(stop.wait())
-        stopping.add_done_callback(lambda _: wake.set())  # an idle wait ends on stop too
+        stopping.add_done_callback(self._wake_for_stop)
         while not stop.is_set():
-            free = concurrency - len(self._inflight)
+            free = settings.worker_concurrency - len(self._inflight)
             if free < self._refill_at:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            wake.clear()  # before claiming: any commit from here on sets it again
+            policy = ClaimPolicy(
+                limit=min(free, CLAIM_BATCH),
+                endpoint_slots=settings.endpoint_concurrency,
+                in_flight=dict(self._per_endpoint),
+            )
+            self._last_claim_at = self._clock()
             try:
-                claims = await self._hl.store.claim_due(
-                    self._clock(), min(free, CLAIM_BATCH), settings.lease_seconds
+                claims = await self._store.claim_due(
+                    self._last_claim_at, policy, settings.lease_seconds
                 )
             except Exception:
                 log.exception("claim_failed")
@@ -90,78 +130,84 @@ class Worker:
                 continue
             for claim in claims:
                 task = asyncio.create_task(self._deliver(claim))
-                self._inflight.add(task)
+                self._inflight[task] = claim
+                endpoint_id = claim.endpoint.id
+                self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
                 task.add_done_callback(self._finished)
-            if len(claims) < min(free, CLAIM_BATCH):
+            if len(claims) < policy.limit:
                 await self._idle(stop)
         stopping.cancel()
+        await self._drain(stop)
+        log.info("worker_stopped")
+
+    async def _drain(self, stop: asyncio.Event) -> None:
+        """Give in-flight deliveries the grace period, then cancel and release the rest."""
         if self._inflight:
-            log.info("worker_draining", inflight=len(self._inflight))
-            await asyncio.wait(self._inflight)
+            grace = self._settings.shutdown_grace
+            log.info("worker_draining", inflight=len(self._inflight), grace_seconds=grace)
+            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            if pending:
+                claims = {task: self._inflight.get(task) for task in pending}
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                now = self._clock()
+                releases = [
+                    Release(
+                        msg_id=c.message.id, endpoint_id=c.endpoint.id, lease=c.lease, due_at=now
+                    )
+                    for task, c in claims.items()
+                    if c is not None and task.cancelled()
+                ]
+                try:
+                    released = await self._store.release(releases, now)
+                except Exception:
+                    log.exception("release_failed", deliveries=len(releases))
+                else:
+                    log.info("worker_released", deliveries=released)
         while self._recorder is not None:
             await self._recorder
-        log.info("worker_stopped")
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """Wait until new work is signalled, the next task falls due, or the poll interval.
 
-        This process's own ingest sets ``wake`` at once; no read is needed then. Only when the
-        wait times out does the worker read ``next_due_at`` (retries falling due, another
-        process's ingest), and only when something is due does it go back to ``claim_due``, a
-        write transaction. Another process's ingest is noticed within ``IDLE_POLL_SECONDS``.
+        This process's own ingest notifies at once; no read is needed then. Only when the wait
+        times out does the worker read ``next_due_at`` (retries falling due, another process's
+        ingest), and only when something is due does it go back to ``claim_due``, a write
+        transaction. Another process's ingest is noticed within ``IDLE_POLL_SECONDS``. Due work
+        that the last claim held back (its endpoints may not send yet) is looked at again every
+        ``HELD_BACK_POLL_SECONDS``.
         """
         timeout = IDLE_POLL_SECONDS
         while not stop.is_set():
-            if await self._woken_within(timeout):
+            if await self._wakeup.wait(timeout):
                 # Let a few more messages land before claiming: one claim transaction per
                 # message would cost more CPU than the messages themselves at moderate rates.
                 await asyncio.sleep(COALESCE_SECONDS)
                 return
             try:
-                due = await self._hl.store.next_due_at()
+                due = await self._store.next_due_at()
             except Exception:
                 log.exception("next_due_failed")
                 due = None
             now = self._clock()
             if due is not None and due <= now:
-                return
+                wait_more = self._last_claim_at + HELD_BACK_POLL_SECONDS - now
+                if due > self._last_claim_at or wait_more <= 0:
+                    return
+                timeout = wait_more
+                continue
             timeout = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, due - now)
 
-    async def _woken_within(self, seconds: float) -> bool:
-        """Wait for ``wake`` (set by ingest, and by ``stop``); False if ``seconds`` passed first.
-
-        A timer handle rather than ``asyncio.wait``/``wait_for``: those create tasks and
-        callbacks on every call, and an idle worker under moderate load calls this hundreds of
-        times a second.
-        """
-        wake = self._hl.wake
-        if wake.is_set():
-            return True
-        rang = False
-
-        def ring() -> None:
-            nonlocal rang
-            rang = True
-            wake.set()
-
-        alarm = asyncio.get_running_loop().call_later(seconds, ring)
-        try:
-            await wake.wait()
-        finally:
-            alarm.cancel()
-        if rang:
-            wake.clear()
-        return not rang
-
     async def _deliver(self, claim: Claim) -> None:
-        settings = self._hl.settings
+        settings = self._settings
         try:
             request = delivery.prepare(claim, self._clock())
             response = await delivery.send(
                 self._session,
                 request,
                 timeout_seconds=settings.request_timeout,
-                policy=self._hl.egress_policy,
+                policy=self._egress,
             )
             now = self._clock()
             done = delivery.classify(
@@ -172,6 +218,8 @@ class Worker:
                 now=now,
                 rand=self._rand,
             )
+        except asyncio.CancelledError:
+            raise  # a shutdown past its grace: the drain releases the task
         except Exception:
             # The lease will run out and the task be claimed again: at-least-once, never lost.
             log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
@@ -194,7 +242,8 @@ class Worker:
 
         One store call per delivery cost more than the delivery itself at high rates. An
         outcome not yet committed when the process dies is simply delivered again once its
-        lease runs out (at-least-once), so batching loses nothing.
+        lease runs out (at-least-once), so batching loses nothing. The queue holds at most one
+        outcome per delivery in flight, so it is bounded by ``worker_concurrency``.
         """
         self._completed.append(done)
         if self._recorder is None:
@@ -206,12 +255,35 @@ class Worker:
             while self._completed:
                 batch, self._completed = self._completed, []
                 try:
-                    await self._hl.store.complete(batch, self._clock())
+                    events = await self._store.complete(batch, self._clock(), self._circuit)
                 except Exception:
                     log.exception("record_failed", attempts=len(batch))
                     await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+                    continue
+                _log_changes(batch, events)
+                if self._on_outcomes is not None:
+                    try:
+                        await self._on_outcomes(batch, events)
+                    except Exception:
+                        log.exception("outcome_hook_failed", attempts=len(batch))
         finally:
             self._recorder = None
+
+
+def _log_changes(batch: Sequence[Completion], events: Sequence[HealthEvent]) -> None:
+    """One log event per endpoint state change, with the ids, never one per request."""
+    if not events:
+        return
+    apps = {done.attempt.endpoint_id: done.attempt.app_id for done in batch}
+    for event in events:
+        log.warning(
+            event.change.value,
+            endpoint_id=event.endpoint_id,
+            app_id=apps.get(event.endpoint_id),
+            failures=event.failures,
+            failing_since=event.failing_since,
+            paused_until=event.paused_until,
+        )
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

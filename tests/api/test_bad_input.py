@@ -13,6 +13,7 @@ import pytest
 from hookline import delivery
 from hookline.api import http
 from hookline.app import Hookline
+from hookline.models import ClaimPolicy
 
 from .conftest import (
     ADMIN_TOKEN,
@@ -290,7 +291,7 @@ async def test_unauthenticated_message_is_not_written(
 async def _attempt_for(hl: Hookline, msg_id: str) -> str:
     """Record one (failed) attempt for the message's task, without any network I/O."""
     now = time.time()
-    claims = await hl.store.claim_due(now, 10, 30.0)
+    claims = await hl.store.claim_due(now, ClaimPolicy(limit=10), 30.0)
     claim = next(c for c in claims if c.message.id == msg_id)
     request = delivery.prepare(claim, now)
     response = delivery.Response(status=500, body="nope", retry_after=None, duration_ms=3)

@@ -6,7 +6,7 @@ import time
 
 import msgspec
 
-from hookline.models import Application, Attempt, MessageStatus, Page
+from hookline.models import Application, Attempt, ClaimPolicy, MessageStatus, Page
 from hookline.store.base import AttemptFilter, Store
 
 from .conftest import LEASE, add_endpoint, add_message, completion_for
@@ -42,7 +42,7 @@ async def build_log(store: Store, app: Application) -> Log:
     async def round_(
         now: float, outcomes: dict[tuple[str, str], tuple[MessageStatus, int]]
     ) -> None:
-        claims = await store.claim_due(now, 10, LEASE)
+        claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
         assert {(c.message.id, c.endpoint.id) for c in claims} == set(outcomes)
         completions = []
         for claim in claims:

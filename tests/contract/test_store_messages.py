@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hookline import errors
-from hookline.models import Application, MessageStatus, Page, StoredResponse, Trigger
+from hookline.models import Application, ClaimPolicy, MessageStatus, Page, StoredResponse, Trigger
 from hookline.store.base import IdempotentWrite, MessageFilter, Store
 
 from .conftest import LEASE, add_endpoint, add_message, completion_for, make_message
@@ -50,7 +50,7 @@ async def test_duplicate_event_id_conflicts_and_writes_nothing(
 
     assert await store.get_message(app.id, duplicate.id) is None
     assert await store.get_message(app.id, "evt-1") == first
-    claims = await store.claim_due(now, 10, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     assert [c.message.id for c in claims] == [first.id]  # no task for the duplicate
     # The idempotency key was not consumed by the failed write.
     state = await store.idempotency_begin("idem-dup", "fp", now, 30)
@@ -70,7 +70,7 @@ async def test_message_for_a_deleted_app_is_not_found_and_writes_nothing(
     with pytest.raises(errors.NotFound):
         await store.create_message(make_message(app.id, created_at=now), write)
 
-    assert await store.claim_due(now, 10, LEASE) == []
+    assert await store.claim_due(now, ClaimPolicy(limit=10), LEASE) == []
     assert (await store.idempotency_begin("idem-gone", "fp", now, 30)).state == "owner"
 
 
@@ -222,7 +222,7 @@ async def test_list_deliveries_shows_progress(store: Store, app: Application) ->
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     [(_, sending)] = await store.list_deliveries(app.id, message.id, Page())
     assert sending.status == MessageStatus.SENDING
     assert sending.next_attempt_at is None  # only a pending task shows a next attempt

@@ -8,7 +8,7 @@ import pytest
 from msgspec.structs import replace
 
 from hookline import errors
-from hookline.models import Application, MessageStatus, Page, Trigger
+from hookline.models import Application, ClaimPolicy, MessageStatus, Page, Trigger
 from hookline.store.base import AttemptFilter, Store
 
 from .conftest import LEASE, add_endpoint, add_message, completion_for, make_message
@@ -31,7 +31,7 @@ async def test_claim_hands_out_a_due_task_with_everything_to_send_it(
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
 
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
 
     assert claim.message == message
     assert claim.endpoint == endpoint
@@ -44,18 +44,20 @@ async def test_a_leased_task_is_not_handed_out_twice(store: Store, app: Applicat
     now = time.time()
     await add_endpoint(store, app.id)
     await add_message(store, app.id, created_at=now)
-    assert len(await store.claim_due(now, 10, LEASE)) == 1
-    assert await store.claim_due(now, 10, LEASE) == []
-    assert await store.claim_due(now + LEASE - 1, 10, LEASE) == []
+    assert len(await store.claim_due(now, ClaimPolicy(limit=10), LEASE)) == 1
+    assert await store.claim_due(now, ClaimPolicy(limit=10), LEASE) == []
+    assert await store.claim_due(now + LEASE - 1, ClaimPolicy(limit=10), LEASE) == []
 
 
 async def test_tasks_scheduled_later_are_not_due_yet(store: Store, app: Application) -> None:
     now = time.time()
     await add_endpoint(store, app.id)
     await add_message(store, app.id, created_at=now + 10)
-    assert await store.claim_due(now, 10, LEASE) == []
+    assert await store.claim_due(now, ClaimPolicy(limit=10), LEASE) == []
     assert await store.next_due_at() == now + 10
-    assert len(await store.claim_due(now + 10, 10, LEASE)) == 1  # due exactly at its time
+    assert (
+        len(await store.claim_due(now + 10, ClaimPolicy(limit=10), LEASE)) == 1
+    )  # due exactly at its time
 
 
 async def test_claim_respects_limit_and_takes_oldest_first(store: Store, app: Application) -> None:
@@ -65,9 +67,9 @@ async def test_claim_respects_limit_and_takes_oldest_first(store: Store, app: Ap
     oldest = await add_message(store, app.id, created_at=now - 30)
     middle = await add_message(store, app.id, created_at=now - 10)
 
-    first = await store.claim_due(now, 2, LEASE)
+    first = await store.claim_due(now, ClaimPolicy(limit=2), LEASE)
     assert [c.message.id for c in first] == [oldest.id, middle.id]
-    rest = await store.claim_due(now, 2, LEASE)
+    rest = await store.claim_due(now, ClaimPolicy(limit=2), LEASE)
     assert [c.message.id for c in rest] == [newest.id]
 
 
@@ -75,11 +77,11 @@ async def test_expired_lease_is_reclaimed_with_a_new_token(store: Store, app: Ap
     now = time.time()
     await add_endpoint(store, app.id)
     await add_message(store, app.id, created_at=now)
-    [first] = await store.claim_due(now, 10, LEASE)
+    [first] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     assert await store.next_due_at() == now + LEASE
 
     # The first worker died without completing: after the lease the task is due again.
-    [second] = await store.claim_due(now + LEASE, 10, LEASE)
+    [second] = await store.claim_due(now + LEASE, ClaimPolicy(limit=10), LEASE)
     assert second.message == first.message
     assert second.endpoint == first.endpoint
     assert second.lease > first.lease
@@ -95,13 +97,13 @@ async def test_due_task_of_a_disabled_endpoint_fails_instead_of_being_sent(
     message = await add_message(store, app.id, created_at=now)
     await store.update_endpoint(replace(endpoint, disabled=True))
 
-    claims = await store.claim_due(now, 10, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
 
     assert [c.endpoint.id for c in claims] == [healthy.id]
     assert await status_of(store, app.id, message.id, endpoint.id) == MessageStatus.FAIL
     stats = await store.endpoint_stats(app.id, endpoint.id, None, None)
     assert (stats.fail, stats.pending, stats.sending) == (1, 0, 0)
-    later = await store.claim_due(now + 3600, 10, LEASE)
+    later = await store.claim_due(now + 3600, ClaimPolicy(limit=10), LEASE)
     assert [c.endpoint.id for c in later] == [healthy.id]  # only the expired lease comes back
 
 
@@ -112,7 +114,7 @@ async def test_successful_completion_finishes_the_task(store: Store, app: Applic
     now = time.time()
     await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     done = completion_for(claim, created_at=now + 1)
 
     await store.complete([done], now + 1)
@@ -121,7 +123,7 @@ async def test_successful_completion_finishes_the_task(store: Store, app: Applic
     assert delivery.status == MessageStatus.SUCCESS
     assert delivery.attempts == 1
     assert await store.get_attempt(app.id, message.id, done.attempt.id) == done.attempt
-    assert await store.claim_due(now + 3600, 10, LEASE) == []
+    assert await store.claim_due(now + 3600, ClaimPolicy(limit=10), LEASE) == []
     assert await store.next_due_at() is None
 
 
@@ -129,7 +131,7 @@ async def test_retry_is_scheduled_and_counts_the_attempt(store: Store, app: Appl
     now = time.time()
     await add_endpoint(store, app.id)
     await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete(
         [
             completion_for(
@@ -140,8 +142,8 @@ async def test_retry_is_scheduled_and_counts_the_attempt(store: Store, app: Appl
     )
 
     assert await store.next_due_at() == now + 60
-    assert await store.claim_due(now + 59, 10, LEASE) == []
-    [retry] = await store.claim_due(now + 60, 10, LEASE)
+    assert await store.claim_due(now + 59, ClaimPolicy(limit=10), LEASE) == []
+    [retry] = await store.claim_due(now + 60, ClaimPolicy(limit=10), LEASE)
     assert retry.attempts == 1
     assert retry.trigger == Trigger.SCHEDULED
 
@@ -150,10 +152,10 @@ async def test_final_failure_is_not_retried(store: Store, app: Application) -> N
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete([completion_for(claim, next_status=MessageStatus.FAIL, code=500)], now)
     assert await status_of(store, app.id, message.id, endpoint.id) == MessageStatus.FAIL
-    assert await store.claim_due(now + 86400, 10, LEASE) == []
+    assert await store.claim_due(now + 86400, ClaimPolicy(limit=10), LEASE) == []
     assert await store.next_due_at() is None
 
 
@@ -163,8 +165,10 @@ async def test_completion_with_a_stale_lease_only_records_the_attempt(
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [slow] = await store.claim_due(now, 10, LEASE)
-    [fast] = await store.claim_due(now + LEASE, 10, LEASE)  # slow's lease ran out
+    [slow] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
+    [fast] = await store.claim_due(
+        now + LEASE, ClaimPolicy(limit=10), LEASE
+    )  # slow's lease ran out
 
     late = completion_for(
         slow, next_status=MessageStatus.FAIL, code=500, disable_endpoint=True, created_at=now + 31
@@ -188,7 +192,7 @@ async def test_completing_twice_applies_once(store: Store, app: Application) -> 
     now = time.time()
     await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     retry = completion_for(
         claim, next_status=MessageStatus.PENDING, code=500, next_attempt_at=now + 5
     )
@@ -207,7 +211,7 @@ async def test_completion_can_disable_the_endpoint(store: Store, app: Applicatio
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     queued = await add_message(store, app.id, created_at=now + 1)
     await store.complete(
         [completion_for(claim, next_status=MessageStatus.FAIL, code=410, disable_endpoint=True)],
@@ -218,7 +222,7 @@ async def test_completion_can_disable_the_endpoint(store: Store, app: Applicatio
     assert current.disabled
     # New messages are no longer routed to it, and what was queued for it fails.
     assert await store.create_message(make_message(app.id)) == 0
-    assert await store.claim_due(now + 1, 10, LEASE) == []
+    assert await store.claim_due(now + 1, ClaimPolicy(limit=10), LEASE) == []
     assert await status_of(store, app.id, queued.id, endpoint.id) == MessageStatus.FAIL
 
 
@@ -228,7 +232,7 @@ async def test_completion_for_a_deleted_endpoint_keeps_the_attempt(
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.delete_endpoint(app.id, endpoint.id)
     done = completion_for(claim)
     await store.complete([done], now + 1)
@@ -240,7 +244,7 @@ async def test_complete_applies_a_batch(store: Store, app: Application) -> None:
     await add_endpoint(store, app.id)
     first = await add_message(store, app.id, created_at=now)
     second = await add_message(store, app.id, created_at=now)
-    claims = await store.claim_due(now, 10, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete([completion_for(c) for c in claims], now)
     for message in (first, second):
         [(_, delivery)] = await store.list_deliveries(app.id, message.id, Page())
@@ -254,7 +258,9 @@ async def test_next_due_at_is_the_earliest_claimable_moment(store: Store, app: A
     await add_message(store, app.id, created_at=now + 100)
     await add_message(store, app.id, created_at=now)
     assert await store.next_due_at() == now
-    await store.claim_due(now, 10, LEASE)  # leases the first one until now + LEASE
+    await store.claim_due(
+        now, ClaimPolicy(limit=10), LEASE
+    )  # leases the first one until now + LEASE
     assert await store.next_due_at() == now + LEASE
 
 
@@ -265,7 +271,7 @@ async def test_requeue_resends_a_delivered_message(store: Store, app: Applicatio
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete([completion_for(claim)], now)
 
     await store.requeue(app.id, message.id, endpoint.id, now + 100)
@@ -274,8 +280,8 @@ async def test_requeue_resends_a_delivered_message(store: Store, app: Applicatio
     assert delivery.status == MessageStatus.PENDING
     assert delivery.attempts == 0
     assert delivery.next_attempt_at == now + 100
-    assert await store.claim_due(now + 99, 10, LEASE) == []
-    [manual] = await store.claim_due(now + 100, 10, LEASE)
+    assert await store.claim_due(now + 99, ClaimPolicy(limit=10), LEASE) == []
+    [manual] = await store.claim_due(now + 100, ClaimPolicy(limit=10), LEASE)
     assert manual.trigger == Trigger.MANUAL
     assert manual.attempts == 0
 
@@ -288,7 +294,7 @@ async def test_requeue_resends_a_delivered_message(store: Store, app: Applicatio
         ],
         now + 100,
     )
-    [retry] = await store.claim_due(now + 110, 10, LEASE)
+    [retry] = await store.claim_due(now + 110, ClaimPolicy(limit=10), LEASE)
     assert retry.trigger == Trigger.SCHEDULED
     assert retry.attempts == 1
 
@@ -297,7 +303,7 @@ async def test_requeue_fences_off_the_in_flight_send(store: Store, app: Applicat
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
-    [in_flight] = await store.claim_due(now, 10, LEASE)
+    [in_flight] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
 
     await store.requeue(app.id, message.id, endpoint.id, now + 1)
     await store.complete(
@@ -306,7 +312,7 @@ async def test_requeue_fences_off_the_in_flight_send(store: Store, app: Applicat
 
     # The old send's failure does not cancel the resend the user asked for.
     assert await status_of(store, app.id, message.id, endpoint.id) == MessageStatus.PENDING
-    [resend] = await store.claim_due(now + 2, 10, LEASE)
+    [resend] = await store.claim_due(now + 2, ClaimPolicy(limit=10), LEASE)
     assert resend.trigger == Trigger.MANUAL
     assert resend.lease != in_flight.lease
 
@@ -321,7 +327,7 @@ async def test_requeue_creates_a_task_for_an_endpoint_added_later(
 
     await store.requeue(app.id, message.id, endpoint.id, now)
 
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     assert (claim.message.id, claim.endpoint.id, claim.trigger) == (
         message.id,
         endpoint.id,
@@ -355,7 +361,7 @@ async def test_requeue_needs_message_and_endpoint_of_the_app(
 
 
 async def fail_everything(store: Store, now: float) -> None:
-    claims = await store.claim_due(now, 100, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=100), LEASE)
     await store.complete(
         [completion_for(c, next_status=MessageStatus.FAIL, code=500) for c in claims], now
     )
@@ -380,7 +386,7 @@ async def test_recover_requeues_failed_tasks_in_the_window(store: Store, app: Ap
         (at_until, MessageStatus.FAIL),
     ]:
         assert await status_of(store, app.id, message.id, endpoint.id) == status
-    claims = await store.claim_due(now + 1, 10, LEASE)
+    claims = await store.claim_due(now + 1, ClaimPolicy(limit=10), LEASE)
     assert sorted(c.message.id for c in claims) == sorted([at_since.id, inside.id])
     assert all(c.trigger == Trigger.MANUAL and c.attempts == 0 for c in claims)
 
@@ -400,7 +406,7 @@ async def test_recover_leaves_other_tasks_alone(store: Store, app: Application) 
     endpoint = await add_endpoint(store, app.id)
     other = await add_endpoint(store, app.id)
     delivered = await add_message(store, app.id, created_at=now - 10)
-    claims = await store.claim_due(now, 10, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete(
         [
             completion_for(c)
@@ -425,7 +431,7 @@ async def test_attempts_are_logged_for_each_send(store: Store, app: Application)
     await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
     for i in range(3):
-        [claim] = await store.claim_due(now + i, 10, LEASE)
+        [claim] = await store.claim_due(now + i, ClaimPolicy(limit=10), LEASE)
         await store.complete(
             [
                 completion_for(
@@ -453,5 +459,5 @@ async def test_requeue_takes_ids_not_uids_or_event_ids(store: Store, app: Applic
         await store.requeue(app.id, "evt-1", endpoint.id, now)
     with pytest.raises(errors.NotFound):
         await store.requeue(app.id, message.id, "primary", now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     assert (claim.message.id, claim.endpoint.id) == (message.id, endpoint.id)

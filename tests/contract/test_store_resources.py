@@ -8,7 +8,7 @@ import pytest
 from msgspec.structs import replace
 
 from hookline import errors
-from hookline.models import Application, MessageStatus, Org, Page
+from hookline.models import Application, ClaimPolicy, MessageStatus, Org, Page
 from hookline.store.base import AttemptFilter, Store
 
 from .conftest import (
@@ -144,7 +144,7 @@ async def test_delete_app_removes_everything_under_it(
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     delivered = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete([completion_for(claim)], now)
     await add_message(store, app.id, created_at=now)  # still pending
     kept_endpoint = await add_endpoint(store, other_app.id)
@@ -156,7 +156,7 @@ async def test_delete_app_removes_everything_under_it(
     assert await store.get_message(app.id, delivered.id) is None
     assert await store.list_attempts(app.id, AttemptFilter(), Page()) == []
     # The deleted app's pending task is gone: only the other app's message is handed out.
-    claims = await store.claim_due(now, 10, LEASE)
+    claims = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     assert [(c.message.id, c.endpoint.id) for c in claims] == [(kept_message.id, kept_endpoint.id)]
 
 
@@ -300,7 +300,7 @@ async def test_delete_endpoint_drops_its_tasks_but_keeps_attempts(
     now = time.time()
     endpoint = await add_endpoint(store, app.id)
     first = await add_message(store, app.id, created_at=now)
-    [claim] = await store.claim_due(now, 10, LEASE)
+    [claim] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
     await store.complete([completion_for(claim)], now)
     await add_message(store, app.id, created_at=now)  # queued, never sent
 
@@ -309,7 +309,7 @@ async def test_delete_endpoint_drops_its_tasks_but_keeps_attempts(
     assert await store.delete_endpoint(app.id, endpoint.id) is False
 
     assert await store.get_endpoint(app.id, endpoint.id) is None
-    assert await store.claim_due(now + 60, 10, LEASE) == []
+    assert await store.claim_due(now + 60, ClaimPolicy(limit=10), LEASE) == []
     assert await store.next_due_at() is None
     assert await store.list_deliveries(app.id, first.id, Page()) == []
     attempts = await store.list_attempts(app.id, AttemptFilter(msg_id=first.id), Page())
@@ -322,7 +322,11 @@ async def test_endpoint_stats_count_tasks_by_status(store: Store, app: Applicati
     other = await add_endpoint(store, app.id)
     for _ in range(4):
         await add_message(store, app.id, created_at=now)
-    claims = [c for c in await store.claim_due(now, 10, LEASE) if c.endpoint.id == endpoint.id]
+    claims = [
+        c
+        for c in await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
+        if c.endpoint.id == endpoint.id
+    ]
     ok, failed, retrying, _sending = claims
     await store.complete(
         [

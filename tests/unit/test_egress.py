@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from hookline import delivery
 from hookline.egress import EgressPolicy, EgressRefused, GuardedResolver, parse_allowed
 
 DEFAULT = EgressPolicy()
@@ -195,6 +196,14 @@ def test_parse_allowed_rejects_bad_input(text: str, message: str) -> None:
         ("2130706433", "loopback"),
         ("0x7f.0.0.1", "loopback"),
         ("0", "unspecified"),
+        # spellings yarl leaves as they are
+        ("127.0.0.1.", "loopback"),  # fully qualified
+        ("127.0.0.1..", "loopback"),  # aiohttp connects this as "127.0.0.1."
+        ("%31%32%37.0.0.1", "loopback"),  # percent-encoded
+        ("0X7F.0.0.1", "loopback"),
+        ("FE80::1", "link-local"),
+        ("fe80::1%25eth0", "link-local"),  # yarl's raw_host keeps the zone id encoded
+        ("example.com.", None),
     ],
 )
 def test_check_host_literal(host: str, refused_as: str | None) -> None:
@@ -209,6 +218,88 @@ def test_check_host_literal(host: str, refused_as: str | None) -> None:
 
 def test_check_host_literal_honours_the_allow_list() -> None:
     EgressPolicy(parse_allowed("127.0.0.0/8")).check_host_literal("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("url", "refusal"),
+    [
+        ("https://example.com/hook", None),
+        ("http://93.184.216.34/", None),
+        ("http://[2606:4700::1]:8443/", None),
+        ("http://localhost.example.com/", None),
+        ("http://127.0.0.1/", "URL host 127.0.0.1 is a loopback address"),
+        ("http://u:p@10.0.0.1:81/x", "URL host 10.0.0.1 is a private address"),
+        ("http://[::1]/", "URL host [::1] is a loopback address"),
+        ("http://[::ffff:127.0.0.1]/", "URL host [::ffff:7f00:1] is a loopback address"),
+        ("http://0x7f.0.0.1/", "URL host 0x7f.0.0.1 is 127.0.0.1, a loopback address"),
+        ("http://127.0.0.1./", "URL host 127.0.0.1. is 127.0.0.1, a loopback address"),
+        ("http://[::]/", "URL host [::] is an unspecified address"),
+        ("http://169.254.169.254/", "URL host 169.254.169.254 is a cloud metadata address"),
+        (
+            "http://Api.LocalHost./",
+            "URL host api.localhost. is a loopback name (RFC 6761: it always resolves to loopback)",
+        ),
+    ],
+)
+def test_refusal_for_url(url: str, refusal: str | None) -> None:
+    assert DEFAULT.refusal_for_url(url) == refusal
+
+
+@pytest.mark.parametrize(
+    ("allowed", "refused"),
+    [("127.0.0.0/8", False), ("::1", False), ("10.0.0.0/8", True), ("", True)],
+)
+def test_localhost_is_refused_unless_loopback_is_allowed(allowed: str, refused: bool) -> None:
+    policy = EgressPolicy(parse_allowed(allowed))
+    assert (policy.refusal_for_url("http://localhost:3000/") is not None) is refused
+
+
+def test_refusal_for_url_raises_for_what_yarl_cannot_parse() -> None:
+    with pytest.raises(ValueError, match="Port out of range"):
+        DEFAULT.refusal_for_url("http://127.0.0.1:99999/")
+
+
+class _NoNetwork:
+    """Stands in for the aiohttp session: every POST fails as a refused connection."""
+
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+
+    def post(self, url: object, **_: object) -> None:
+        self.posted.append(str(url))
+        raise ConnectionRefusedError("no network in unit tests")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://127.0.0.1./",
+        "http://%31%32%37.0.0.1/",
+        "http://user@10.0.0.1:8080/",
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://0X7F.0.0.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fe80::1%25eth0]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://\uff11\uff12\uff17.0.0.1/",
+        "http://93.184.216.34/",
+        "https://example.com/",
+        "http://127.0.0.1.nip.io/",
+    ],
+)
+def test_creation_and_delivery_judge_a_literal_host_alike(url: str) -> None:
+    """What the API refuses as a literal, ``delivery.send`` refuses before connecting."""
+    session = _NoNetwork()
+    request = delivery.Request(url=url, headers={}, body=b"{}")
+    response = asyncio.run(
+        delivery.send(session, request, timeout_seconds=1, policy=DEFAULT)  # type: ignore[arg-type]
+    )
+    refused_at_send = response.error is not None and response.error.startswith("egress refused")
+    assert refused_at_send is (DEFAULT.refusal_for_url(url) is not None)
+    assert (session.posted == []) is refused_at_send
 
 
 class FakeResolver(AbstractResolver):

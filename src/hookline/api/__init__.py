@@ -25,7 +25,7 @@ from hookline.api import (  # noqa: F401  (importing a resource module registers
 )
 
 if TYPE_CHECKING:
-    from hookline.app import Hookline
+    from hookline.api.services import Services
 
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>hookline API</title>
@@ -36,7 +36,7 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def build(hl: Hookline) -> ASGIApp:
+def build(services: Services) -> ASGIApp:
     """The ASGI app: every ``@route`` operation plus ``/api/v1/openapi.json`` and ``/docs``."""
     import swagger_ui_bundle
 
@@ -63,7 +63,7 @@ def build(hl: Hookline) -> ASGIApp:
         Mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
-    app.state.hookline = hl
+    app.state.services = services
     ingest = next(op.endpoint for op in http.OPERATIONS if op.name == "create_message")
     return _IngestFirst(app, ingest)
 

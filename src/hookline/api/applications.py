@@ -29,7 +29,7 @@ def out(app: Application) -> ApplicationOut:
 
 async def load(call: Call, ref: str | None = None) -> Application:
     """The app named in the path, in the caller's organisation, or 404."""
-    app = await call.hl.store.get_app(call.org_id, ref or call.path("app_id"))
+    app = await call.api.store.get_app(call.org_id, ref or call.path("app_id"))
     if app is None:
         raise errors.NotFound()
     return app
@@ -39,7 +39,7 @@ async def load(call: Call, ref: str | None = None) -> Application:
 async def list_applications(call: Call) -> object:
     """List applications."""
     page = http.page(call)
-    apps = await call.hl.store.list_apps(call.org_id, page)
+    apps = await call.api.store.list_apps(call.org_id, page)
     return http.listing(apps, page, lambda a: a.id, out)
 
 
@@ -55,7 +55,7 @@ async def list_applications(call: Call) -> object:
 async def create_application(call: Call, body: ApplicationIn) -> object:
     """Create an application (``get_if_exists=true`` returns an existing one with the uid)."""
     if body.uid is not None and call.query("get_if_exists") == "true":
-        existing = await call.hl.store.get_app(call.org_id, body.uid)
+        existing = await call.api.store.get_app(call.org_id, body.uid)
         if existing is not None:
             return http.respond(out(existing), 200)
     now = time.time()
@@ -69,7 +69,7 @@ async def create_application(call: Call, body: ApplicationIn) -> object:
         created_at=now,
         updated_at=now,
     )
-    await call.hl.store.create_app(app)
+    await call.api.store.create_app(app)
     return out(app)
 
 
@@ -91,8 +91,8 @@ async def update_application(call: Call, body: ApplicationIn) -> object:
         metadata=body.metadata,
         updated_at=time.time(),
     )
-    await call.hl.store.update_app(updated)
-    call.hl.apps.forget()
+    await call.api.store.update_app(updated)
+    call.api.apps.forget()
     return out(updated)
 
 
@@ -101,8 +101,8 @@ async def patch_application(call: Call, body: ApplicationPatch) -> object:
     """Change the given fields of an application."""
     app = await load(call)
     updated = msgspec.structs.replace(app, **http.given_fields(body), updated_at=time.time())
-    await call.hl.store.update_app(updated)
-    call.hl.apps.forget()
+    await call.api.store.update_app(updated)
+    call.api.apps.forget()
     return out(updated)
 
 
@@ -110,5 +110,5 @@ async def patch_application(call: Call, body: ApplicationPatch) -> object:
 async def delete_application(call: Call) -> None:
     """Delete an application with its endpoints, messages and attempts."""
     app = await load(call)
-    await call.hl.store.delete_app(call.org_id, app.id)
-    call.hl.apps.forget()
+    await call.api.store.delete_app(call.org_id, app.id)
+    call.api.apps.forget()

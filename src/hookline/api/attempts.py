@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from starlette.responses import Response
 
 from hookline import errors
@@ -69,7 +67,7 @@ async def list_attempts_by_msg(call: Call) -> object:
     msg = await messages.load(call)
     page = http.page(call, descending=True)
     flt = _filter(call, msg_id=msg.id, endpoint_id=call.query("endpoint_id"))
-    items = await call.hl.store.list_attempts(msg.app_id, flt, page)
+    items = await call.api.store.list_attempts(msg.app_id, flt, page)
     return http.listing(items, page, lambda a: a.id, out)
 
 
@@ -84,7 +82,7 @@ async def list_attempts_by_endpoint(call: Call) -> object:
     """Attempts made to one endpoint, newest first."""
     ep = await load_endpoint(call)
     page = http.page(call, descending=True)
-    items = await call.hl.store.list_attempts(ep.app_id, _filter(call, endpoint_id=ep.id), page)
+    items = await call.api.store.list_attempts(ep.app_id, _filter(call, endpoint_id=ep.id), page)
     return http.listing(items, page, lambda a: a.id, out)
 
 
@@ -94,7 +92,7 @@ async def list_attempts_by_endpoint(call: Call) -> object:
 async def get_attempt(call: Call) -> object:
     """One attempt."""
     msg = await messages.load(call)
-    attempt = await call.hl.store.get_attempt(msg.app_id, msg.id, call.path("attempt_id"))
+    attempt = await call.api.store.get_attempt(msg.app_id, msg.id, call.path("attempt_id"))
     if attempt is None:
         raise errors.NotFound()
     return out(attempt)
@@ -130,7 +128,7 @@ async def list_message_destinations(call: Call) -> object:
     """The message's status towards each endpoint it was routed to."""
     msg = await messages.load(call)
     page = http.page(call)
-    items = await call.hl.store.list_deliveries(msg.app_id, msg.id, page)
+    items = await call.api.store.list_deliveries(msg.app_id, msg.id, page)
     return http.listing(items, page, lambda p: p[0].id, _destination)
 
 
@@ -138,11 +136,11 @@ async def list_message_destinations(call: Call) -> object:
 async def resend(call: Call) -> object:
     """Send the message to the endpoint again now (a manual attempt, then the usual retries)."""
     app = await load_app(call)
-    msg = await call.hl.store.get_message(app.id, call.path("msg_id"))
-    ep = await call.hl.store.get_endpoint(app.id, call.path("endpoint_id"))
+    msg = await call.api.store.get_message(app.id, call.path("msg_id"))
+    ep = await call.api.store.get_endpoint(app.id, call.path("endpoint_id"))
     if msg is None or ep is None:
         raise errors.NotFound()
-    await call.hl.store.requeue(app.id, msg.id, ep.id, time.time())
-    call.hl.wake.set()
+    await call.api.store.requeue(app.id, msg.id, ep.id, call.api.clock())
+    call.api.wakeup.notify()
     # an empty JSON object, not an empty body: the svix SDK parses it as EmptyResponse
     return Response(b"{}", 202, media_type=http.JSON)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
+import yarl
 from msgspec import UNSET
 
 from hookline import errors, ids, signing
@@ -77,16 +77,30 @@ def out(ep: Endpoint) -> EndpointOut:
 async def load(call: Call) -> Endpoint:
     """The endpoint named in the path, within the app named in the path, or 404."""
     app = await load_app(call)
-    ep = await call.hl.store.get_endpoint(app.id, call.path("endpoint_id"))
+    ep = await call.api.store.get_endpoint(app.id, call.path("endpoint_id"))
     if ep is None:
         raise errors.NotFound()
     return ep
 
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def _check_url(call: Call, url: str) -> str:
+    """``url`` if deliveries may go there, else 422: a non-public literal host is refused now.
+
+    Parsed with yarl, as delivery parses it, so both judge the same host.
+    """
+    try:
+        parsed = yarl.URL(url)
+    except ValueError as exc:
+        raise errors.ValidationFailed(["body", "url"], f"Invalid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
         raise errors.ValidationFailed(["body", "url"], "URL must be an absolute http(s) URL")
+    refusal = call.api.egress_policy.refusal_for_url(parsed)
+    if refusal is not None:
+        raise errors.ValidationFailed(
+            ["body", "url"],
+            f"{refusal}; hookline does not deliver to non-public addresses"
+            " (allow it with HOOKLINE_ALLOWED_SUBNETS)",
+        )
     return url
 
 
@@ -96,7 +110,7 @@ async def _check_event_types(
     if not names:
         return None
     for i, name in enumerate(names):
-        et = await call.hl.store.get_event_type(call.org_id, name)
+        et = await call.api.store.get_event_type(call.org_id, name)
         if et is None or et.archived:
             raise errors.ValidationFailed(
                 ["body", field, i], f"Event type {name!r} does not exist or is archived"
@@ -129,7 +143,7 @@ async def list_endpoints(call: Call) -> object:
     """List an application's endpoints."""
     app = await load_app(call)
     page = http.page(call)
-    items = await call.hl.store.list_endpoints(app.id, page)
+    items = await call.api.store.list_endpoints(app.id, page)
     return http.listing(items, page, lambda e: e.id, out)
 
 
@@ -143,7 +157,7 @@ async def create_endpoint(call: Call, body: EndpointIn) -> object:
     ep = Endpoint(
         id=ids.new(ids.ENDPOINT),
         app_id=app.id,
-        url=_check_url(body.url),
+        url=_check_url(call, body.url),
         uid=body.uid,
         description=body.description,
         disabled=body.disabled,
@@ -161,7 +175,7 @@ async def create_endpoint(call: Call, body: EndpointIn) -> object:
         created_at=now,
         updated_at=now,
     )
-    await call.hl.store.create_endpoint(ep)
+    await call.api.store.create_endpoint(ep)
     return out(ep)
 
 
@@ -184,7 +198,7 @@ async def update_endpoint(call: Call, body: EndpointUpdate) -> object:
     types, field = _types_field(body)
     updated = msgspec.structs.replace(
         ep,
-        url=_check_url(body.url),
+        url=_check_url(call, body.url),
         uid=body.uid,
         description=body.description,
         disabled=body.disabled,
@@ -195,7 +209,7 @@ async def update_endpoint(call: Call, body: EndpointUpdate) -> object:
         metadata=body.metadata,
         updated_at=time.time(),
     )
-    await call.hl.store.update_endpoint(updated)
+    await call.api.store.update_endpoint(updated)
     return out(updated)
 
 
@@ -215,7 +229,7 @@ async def patch_endpoint(call: Call, body: EndpointPatch) -> object:
         if value is not UNSET:
             changes[name] = value
     if body.url is not UNSET:
-        changes["url"] = _check_url(body.url)
+        changes["url"] = _check_url(call, body.url)
     if body.event_types is not UNSET or body.filter_types is not UNSET:
         types, field = _types_field(body)
         changes["event_types"] = await _check_event_types(call, types or None, field)
@@ -228,7 +242,7 @@ async def patch_endpoint(call: Call, body: EndpointPatch) -> object:
         if value is not UNSET:
             changes[name] = value
     updated = msgspec.structs.replace(ep, **changes, updated_at=time.time())
-    await call.hl.store.update_endpoint(updated)
+    await call.api.store.update_endpoint(updated)
     return out(updated)
 
 
@@ -236,7 +250,7 @@ async def patch_endpoint(call: Call, body: EndpointPatch) -> object:
 async def delete_endpoint(call: Call) -> None:
     """Delete an endpoint; its pending deliveries are dropped, its attempts kept."""
     ep = await load(call)
-    await call.hl.store.delete_endpoint(ep.app_id, ep.id)
+    await call.api.store.delete_endpoint(ep.app_id, ep.id)
 
 
 @route("GET", "/app/{app_id}/endpoint/{endpoint_id}/secret", response=EndpointSecretOut, tag=TAG)
@@ -271,7 +285,7 @@ async def rotate_endpoint_secret(call: Call, body: EndpointSecretRotateIn) -> ob
         for k in ep.keys
         if k.active(now)
     )
-    await call.hl.store.update_endpoint(
+    await call.api.store.update_endpoint(
         msgspec.structs.replace(ep, keys=(new, *old), updated_at=now)
     )
     return EndpointSecretOut(key=new.secret)
@@ -308,7 +322,7 @@ async def set_endpoint_headers(call: Call, body: EndpointHeadersIn) -> None:
     """Replace the custom headers."""
     ep = await load(call)
     _check_headers(body.headers)
-    await call.hl.store.update_endpoint(
+    await call.api.store.update_endpoint(
         msgspec.structs.replace(ep, headers=dict(body.headers), updated_at=time.time())
     )
 
@@ -330,7 +344,7 @@ async def patch_endpoint_headers(call: Call, body: EndpointHeadersPatchIn) -> No
             merged.pop(name, None)
         else:
             merged[name] = value
-    await call.hl.store.update_endpoint(
+    await call.api.store.update_endpoint(
         msgspec.structs.replace(ep, headers=merged, updated_at=time.time())
     )
 
@@ -345,7 +359,7 @@ async def patch_endpoint_headers(call: Call, body: EndpointHeadersPatchIn) -> No
 async def get_endpoint_stats(call: Call) -> object:
     """How many of the endpoint's messages are in each status."""
     ep = await load(call)
-    stats = await call.hl.store.endpoint_stats(
+    stats = await call.api.store.endpoint_stats(
         ep.app_id, ep.id, http.query_time(call, "since"), http.query_time(call, "until")
     )
     return EndpointStatsOut(**msgspec.structs.asdict(stats))
@@ -364,9 +378,9 @@ async def recover_endpoint(call: Call, body: RecoverIn) -> object:
     ep = await load(call)
     since = http.parse_time(body.since, ["body", "since"])
     until = http.parse_time(body.until, ["body", "until"]) if body.until else None
-    now = time.time()
-    await call.hl.store.recover(ep.app_id, ep.id, since, until, now)
-    call.hl.wake.set()
+    now = call.api.clock()
+    await call.api.store.recover(ep.app_id, ep.id, since, until, now)
+    call.api.wakeup.notify()
     return RecoverOut(
         id=ids.new("qtask"), status="finished", task="endpoint.recover", updated_at=http.iso(now)
     )

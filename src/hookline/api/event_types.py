@@ -29,7 +29,7 @@ def out(et: EventType) -> EventTypeOut:
 
 
 async def _load(call: Call) -> EventType:
-    et = await call.hl.store.get_event_type(call.org_id, call.path("event_type_name"))
+    et = await call.api.store.get_event_type(call.org_id, call.path("event_type_name"))
     if et is None:
         raise errors.NotFound()
     return et
@@ -46,7 +46,7 @@ async def list_event_types(call: Call) -> object:
     """List event types (archived ones only with ``include_archived=true``)."""
     page = http.page(call)
     archived = call.query("include_archived") == "true"
-    items = await call.hl.store.list_event_types(call.org_id, page, archived)
+    items = await call.api.store.list_event_types(call.org_id, page, archived)
     return http.listing(items, page, lambda e: e.name, out)
 
 
@@ -66,7 +66,7 @@ async def create_event_type(call: Call, body: EventTypeIn) -> object:
         updated_at=now,
     )
     try:
-        await call.hl.store.create_event_type(et)
+        await call.api.store.create_event_type(et)
     except errors.Conflict:
         raise errors.Conflict(f"Event type {body.name!r} already exists") from None
     return out(et)
@@ -91,7 +91,7 @@ async def update_event_type(call: Call, body: EventTypeUpdate) -> object:
         schemas=body.schemas,
         updated_at=time.time(),
     )
-    await call.hl.store.update_event_type(updated)
+    await call.api.store.update_event_type(updated)
     return out(updated)
 
 
@@ -102,7 +102,7 @@ async def patch_event_type(call: Call, body: EventTypePatch) -> object:
     """Change the given fields of an event type."""
     et = await _load(call)
     updated = msgspec.structs.replace(et, **http.given_fields(body), updated_at=time.time())
-    await call.hl.store.update_event_type(updated)
+    await call.api.store.update_event_type(updated)
     return out(updated)
 
 
@@ -110,6 +110,6 @@ async def patch_event_type(call: Call, body: EventTypePatch) -> object:
 async def delete_event_type(call: Call) -> None:
     """Archive an event type: existing endpoints keep it, new ones cannot subscribe to it."""
     et = await _load(call)
-    await call.hl.store.update_event_type(
+    await call.api.store.update_event_type(
         msgspec.structs.replace(et, archived=True, updated_at=time.time())
     )

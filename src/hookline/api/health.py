@@ -15,6 +15,6 @@ class Unavailable(errors.HooklineError):
 async def health(call: Call) -> None:
     """204 when the API can reach its database, 503 otherwise."""
     try:
-        await call.hl.store.ping()
+        await call.api.store.ping()
     except Exception as exc:
         raise Unavailable(f"database unreachable: {type(exc).__name__}") from None

@@ -66,7 +66,7 @@ async def guard(call: Call, raw: bytes, run: Callable[[], Awaitable[Response]]) 
         return await run()
     if len(client_key) > MAX_KEY_LENGTH:
         raise errors.ValidationFailed(["header", "idempotency-key"], "Key is too long")
-    store = call.hl.store
+    store = call.api.store
     key = f"{call.token.id}:{client_key}"
     fingerprint = hashlib.sha256(
         b"\0".join([call.request.method.encode(), call.request.url.path.encode(), raw])

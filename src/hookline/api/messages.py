@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 from starlette.responses import Response
 
@@ -46,7 +44,9 @@ def with_content(call: Call) -> bool:
 )
 async def create_message(call: Call, body: MessageIn) -> object:
     """Send a message: answered 202 once it and its delivery tasks are committed."""
-    app = await call.hl.apps.lookup(call.org_id, call.path("app_id"))
+    if call.api.backlog is not None:
+        call.api.backlog.check()
+    app = await call.api.apps.lookup(call.org_id, call.path("app_id"))
     if app is None:
         raise errors.NotFound()
     payload = bytes(body.payload)
@@ -59,15 +59,15 @@ async def create_message(call: Call, body: MessageIn) -> object:
         event_id=body.event_id,
         channels=tuple(body.channels) if body.channels else None,
         payload=payload,
-        created_at=time.time(),
+        created_at=call.api.clock(),
     )
     encoded = _encoder.encode(out(msg, with_content(call)))
     pending = idempotency.current.get()
     write = pending.write(202, encoded) if pending is not None else None
-    await call.hl.store.create_message(msg, write)
+    await call.api.store.create_message(msg, write)
     if pending is not None:
         pending.committed = True
-    call.hl.wake.set()
+    call.api.wakeup.notify()
     return Response(encoded, 202, media_type=http.JSON)
 
 
@@ -88,7 +88,7 @@ async def list_messages(call: Call) -> object:
         before=http.query_time(call, "before"),
         after=http.query_time(call, "after"),
     )
-    items = await call.hl.store.list_messages(app.id, flt, page)
+    items = await call.api.store.list_messages(app.id, flt, page)
     content = with_content(call)
     return http.listing(items, page, lambda m: m.id, lambda m: out(m, content))
 
@@ -102,7 +102,7 @@ async def get_message(call: Call) -> object:
 async def load(call: Call) -> Message:
     """The message named in the path, within the app named in the path, or 404."""
     app = await load_app(call)
-    msg = await call.hl.store.get_message(app.id, call.path("msg_id"))
+    msg = await call.api.store.get_message(app.id, call.path("msg_id"))
     if msg is None:
         raise errors.NotFound()
     return msg

@@ -4,11 +4,16 @@ Backends: ``memory`` (tests, throwaway runs) and ``sqlite`` (the embedded defaul
 with ``hookline.store.from_url``. Every backend passes the same contract suite in
 ``tests/contract``.
 
-Two rules every backend keeps:
+Rules every backend keeps (the claim contract is explained in docs/architecture.md):
 - ``create_message`` writes the message, one delivery task per matching endpoint and (when
   given) the idempotent response in ONE transaction, and returns only after it is durable.
-- ``claim_due`` leases tasks; ``complete`` applies only when its lease token still matches, so a
-  worker whose lease expired cannot overwrite the work of the worker that took over.
+- ``claim_due`` leases only tasks that may be sent now: within the claimer's ``ClaimPolicy``
+  (global and per-endpoint slots), the endpoint's rate-limit bucket and its circuit. A blocked
+  endpoint's tasks never hide other endpoints' due work behind them.
+- ``complete`` and ``release`` apply only when their lease token still matches, so a worker
+  whose lease expired cannot overwrite the work of the worker that took over.
+- Times (``now``, due times, leases) are read from ``Store.now``, the database's clock, by
+  every process that shares the database.
 """
 
 from __future__ import annotations
@@ -18,22 +23,28 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from hookline.circuit import CircuitPolicy
 from hookline.models import (
     Application,
     Attempt,
     Claim,
+    ClaimPolicy,
     Completion,
     Delivery,
     Endpoint,
+    EndpointHealth,
     EndpointStats,
     EventType,
+    HealthEvent,
     Message,
     MessageStatus,
     Org,
     Page,
+    Release,
     StoredResponse,
     Token,
 )
+from hookline.wakeup import Wakeup
 
 
 class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,9 +134,52 @@ class Store(Protocol):
     async def list_messages(self, app_id: str, flt: MessageFilter, page: Page) -> list[Message]: ...
 
     # the delivery queue ------------------------------------------------------------------------
-    async def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Claim]: ...
-    async def complete(self, completions: Sequence[Completion], now: float) -> None: ...
+    def now(self) -> float:
+        """The store's clock, epoch seconds: what ``now`` arguments and due times are read from.
+
+        Several processes share one database, so they must agree on time, or one would take
+        over another's leases early. SQLite and memory stores live on one host: its wall
+        clock is theirs.
+        """
+        ...
+
+    def wakeup(self) -> Wakeup:
+        """How a worker hears that new work was committed (in-process here; a server-backed
+        store may notify across processes)."""
+        ...
+
+    async def claim_due(self, now: float, policy: ClaimPolicy, lease_seconds: float) -> list[Claim]:
+        """Lease up to ``policy.limit`` due tasks that may be sent now, oldest due first.
+
+        Due: pending and scheduled at or before ``now``, or sending with an expired lease. A
+        task is handed out only if its endpoint has a free slot in ``policy``, a token in its
+        rate-limit bucket and a closed circuit (or a probe due); the tokens and probes handed
+        out are recorded in the same transaction. A due task of a disabled endpoint is failed.
+        """
+        ...
+
+    async def complete(
+        self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
+    ) -> list[HealthEvent]:
+        """Record attempts, move their tasks on (fenced by lease) and update endpoint health.
+
+        Returns the endpoints' state changes (circuit opened or closed, endpoint disabled).
+        """
+        ...
+
+    async def release(self, releases: Sequence[Release], now: float) -> int:
+        """Put claimed tasks back unsent (no attempt, no retry spent); return how many applied.
+
+        A release whose lease no longer matches is ignored, like a stale completion.
+        """
+        ...
+
     async def next_due_at(self) -> float | None: ...
+    async def count_due(self, now: float, cap: int) -> int:
+        """How many tasks are due at ``now``, counting no further than ``cap`` (cheap to call)."""
+        ...
+
+    async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None: ...
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None: ...
     async def recover(
         self, app_id: str, endpoint_id: str, since: float, until: float | None, now: float

@@ -10,6 +10,7 @@ here without a lock. Lookups are linear scans; this backend is not meant for lar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,19 +18,26 @@ import msgspec
 from msgspec.structs import replace
 
 from hookline import errors, ids
+from hookline.admission import Admission
+from hookline.circuit import CircuitPolicy, after_attempts, gone_event
 from hookline.models import (
     Application,
     Attempt,
     Claim,
+    ClaimPolicy,
     Completion,
     Delivery,
     Endpoint,
+    EndpointHealth,
     EndpointStats,
     EventType,
+    HealthChange,
+    HealthEvent,
     Message,
     MessageStatus,
     Org,
     Page,
+    Release,
     StoredResponse,
     Token,
     Trigger,
@@ -40,6 +48,7 @@ from hookline.store.base import (
     IdempotentWrite,
     MessageFilter,
 )
+from hookline.wakeup import LocalWakeup, Wakeup
 
 if TYPE_CHECKING:
     from hookline.store.base import Store
@@ -129,6 +138,8 @@ class MemoryStore:
         self._tasks: dict[tuple[str, str], _Task] = {}  # (msg_id, endpoint_id)
         self._attempts: dict[str, Attempt] = {}
         self._idempotency: dict[str, _IdempotencyRow] = {}
+        self._health: dict[str, EndpointHealth] = {}
+        self._wakeup = LocalWakeup()
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -285,6 +296,9 @@ class MemoryStore:
             return
         if self._endpoint_uid_taken(endpoint.app_id, endpoint.uid, endpoint.id):
             raise errors.Conflict("An endpoint with this uid already exists")
+        if current.disabled and not endpoint.disabled:
+            # enabled again by hand: its failure history no longer counts against it
+            self._health.pop(endpoint.id, None)
         self._endpoints[endpoint.id] = endpoint
 
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> bool:
@@ -293,6 +307,7 @@ class MemoryStore:
         if endpoint is None or endpoint.app_id != app_id:
             return False
         del self._endpoints[endpoint_id]
+        self._health.pop(endpoint_id, None)
         self._tasks = {k: v for k, v in self._tasks.items() if v.endpoint_id != endpoint_id}
         return True
 
@@ -380,13 +395,23 @@ class MemoryStore:
         return _page(filter(wanted, self._messages.values()), lambda m: m.id, page)
 
     # the delivery queue ------------------------------------------------------------------------
-    async def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` due tasks, oldest due first.
+    def now(self) -> float:
+        """The host's wall clock (one process, one host)."""
+        return time.time()
+
+    def wakeup(self) -> Wakeup:
+        """The in-process wake-up shared by this process's API and worker."""
+        return self._wakeup
+
+    async def claim_due(self, now: float, policy: ClaimPolicy, lease_seconds: float) -> list[Claim]:
+        """Lease up to ``policy.limit`` due tasks that may be sent now, oldest due first.
 
         Due means pending and scheduled at or before ``now``, or sending with an expired
         lease (the worker holding it crashed or stalled). A due task whose endpoint is
-        disabled is failed instead: nothing would ever send it.
+        disabled is failed instead: nothing would ever send it. Every due task is looked at,
+        so a blocked endpoint's tasks never hide the others' (this backend is small).
         """
+        admission = Admission(policy, now, lease_seconds, self._health)
         due: list[tuple[float, _Task]] = []
         for task in self._tasks.values():
             due_at = task.due_at()
@@ -397,7 +422,7 @@ class MemoryStore:
 
         claims: list[Claim] = []
         for _, task in due:
-            if len(claims) >= limit:
+            if len(claims) >= policy.limit:
                 break
             key = (task.msg_id, task.endpoint_id)
             endpoint = self._endpoints[task.endpoint_id]
@@ -409,6 +434,8 @@ class MemoryStore:
                     lease_until=None,
                     updated_at=now,
                 )
+                continue
+            if not admission.admit(endpoint):
                 continue
             claimed = replace(
                 task,
@@ -427,10 +454,76 @@ class MemoryStore:
                     trigger=claimed.trigger,
                 )
             )
+        for health in admission.changed():
+            self._health[health.endpoint_id] = health
         return claims
 
-    async def complete(self, completions: Sequence[Completion], now: float) -> None:
-        """Record each attempt, and move its task on only if the lease is still the caller's."""
+    async def complete(
+        self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
+    ) -> list[HealthEvent]:
+        """Record each attempt, move its task on only if the lease is still the caller's, and
+        update each endpoint's health from the attempts' outcomes."""
+        outcomes: dict[str, list[tuple[bool, float]]] = {}
+        for completion in completions:
+            attempt = completion.attempt
+            outcomes.setdefault(attempt.endpoint_id, []).append(
+                (attempt.status == MessageStatus.SUCCESS, attempt.created_at)
+            )
+        events = self._apply_completions(completions, now)
+        for endpoint_id, seen in outcomes.items():
+            endpoint = self._endpoints.get(endpoint_id)
+            if endpoint is None:
+                continue
+            before = self._health.get(endpoint_id) or EndpointHealth(endpoint_id=endpoint_id)
+            after, changes = after_attempts(
+                before, seen, circuit or CircuitPolicy(), disabled=endpoint.disabled
+            )
+            if after != before:
+                self._health[endpoint_id] = after
+            for change in changes:
+                if change.change is HealthChange.DISABLED:
+                    self._endpoints[endpoint_id] = replace(endpoint, disabled=True, updated_at=now)
+            events.extend(changes)
+        return events
+
+    async def release(self, releases: Sequence[Release], now: float) -> int:
+        """Put claimed tasks back as pending at their ``due_at``; stale leases are ignored."""
+        applied = 0
+        for release in releases:
+            key = (release.msg_id, release.endpoint_id)
+            task = self._tasks.get(key)
+            if task is None or task.status != MessageStatus.SENDING or task.lease != release.lease:
+                continue
+            self._tasks[key] = replace(
+                task,
+                status=MessageStatus.PENDING,
+                next_attempt_at=release.due_at,
+                lease=task.lease + 1,  # fences off a late completion of the released send
+                lease_until=None,
+                updated_at=now,
+            )
+            applied += 1
+        return applied
+
+    async def count_due(self, now: float, cap: int) -> int:
+        """Tasks due at ``now``, up to ``cap``."""
+        due = 0
+        for task in self._tasks.values():
+            at = task.due_at()
+            if at is not None and at <= now:
+                due += 1
+                if due >= cap:
+                    break
+        return due
+
+    async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
+        """The endpoint's stored delivery state; None while it has never failed or been limited."""
+        return self._health.get(endpoint_id)
+
+    def _apply_completions(
+        self, completions: Sequence[Completion], now: float
+    ) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
         for completion in completions:
             attempt = completion.attempt
             # The request went out whether or not the lease still holds, so it is history.
@@ -454,8 +547,10 @@ class MemoryStore:
             )
             if completion.disable_endpoint:
                 endpoint = self._endpoints.get(attempt.endpoint_id)
-                if endpoint is not None:
+                if endpoint is not None and not endpoint.disabled:
                     self._endpoints[endpoint.id] = replace(endpoint, disabled=True, updated_at=now)
+                    events.append(gone_event(attempt.endpoint_id, attempt.created_at))
+        return events
 
     async def next_due_at(self) -> float | None:
         """The earliest time any task becomes claimable, None when nothing is waiting."""

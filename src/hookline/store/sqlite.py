@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,19 +35,26 @@ import msgspec
 import structlog
 
 from hookline import errors, ids
+from hookline.admission import Admission
+from hookline.circuit import CircuitPolicy, after_attempts, gone_event
 from hookline.models import (
     Application,
     Attempt,
     Claim,
+    ClaimPolicy,
     Completion,
     Delivery,
     Endpoint,
+    EndpointHealth,
     EndpointStats,
     EventType,
+    HealthChange,
+    HealthEvent,
     Message,
     MessageStatus,
     Org,
     Page,
+    Release,
     SigningKey,
     StoredResponse,
     Token,
@@ -60,6 +68,7 @@ from hookline.store.base import (
     IdempotentWrite,
     MessageFilter,
 )
+from hookline.wakeup import LocalWakeup, Wakeup
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
@@ -82,6 +91,10 @@ EVENT_TYPE_COLUMNS = (
     "org_id, name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at"
 )
 MESSAGE_COLUMNS = "id, app_id, event_type, event_id, channels, payload, created_at"
+HEALTH_COLUMNS = (
+    "endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing, "
+    "tokens, tokens_at"
+)
 ATTEMPT_COLUMNS = (
     "id, msg_id, endpoint_id, app_id, url, status, response_status_code, response, "
     "duration_ms, trigger, created_at"
@@ -104,6 +117,7 @@ class SqliteStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._writer = sqlite_writer.Writer(self.path)
+        self._wakeup = LocalWakeup()
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="hookline-sqlite-r")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -245,7 +259,15 @@ class SqliteStore:
 
     async def update_endpoint(self, endpoint: Endpoint) -> None:
         row = _endpoint_row(endpoint)
-        await self._write(_conflict_on_unique(lambda c: c.execute(Q["endpoint_update"], row)))
+
+        def op(c: sqlite3.Connection) -> None:
+            was = c.execute(Q["endpoint_disabled_get"], (endpoint.id, endpoint.app_id)).fetchone()
+            c.execute(Q["endpoint_update"], row)
+            if was is not None and was[0] and not endpoint.disabled:
+                # enabled again by hand: its failure history no longer counts against it
+                c.execute(Q["health_reset"], (endpoint.id,))
+
+        await self._write(_conflict_on_unique(op))
 
     async def delete_endpoint(self, app_id: str, endpoint_id: str) -> bool:
         cur = await self._write(
@@ -331,8 +353,18 @@ class SqliteStore:
         return [_message(r) for r in rows]
 
     # the delivery queue ------------------------------------------------------------------------
-    async def claim_due(self, now: float, limit: int, lease_seconds: float) -> list[Claim]:
-        params = {"now": now, "lease_until": now + lease_seconds, "limit": limit}
+    def now(self) -> float:
+        """The host's wall clock: every process sharing a SQLite file runs on its host."""
+        return time.time()
+
+    def wakeup(self) -> Wakeup:
+        """In-process only; workers in other processes poll (see ``worker.IDLE_POLL_SECONDS``)."""
+        return self._wakeup
+
+    async def claim_due(self, now: float, policy: ClaimPolicy, lease_seconds: float) -> list[Claim]:
+        if policy.limit <= 0:
+            return []
+        params = {"now": now, "limit": policy.limit}
 
         def op(c: sqlite3.Connection) -> list[Claim]:
             # Select in due order, then lease: UPDATE ... RETURNING would hand rows back in
@@ -340,38 +372,44 @@ class SqliteStore:
             due = c.execute(Q["claim_select"], params).fetchall()
             if not due:
                 return []
+            endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in due}, _endpoint)
+            healths = _health_of(c, set(endpoints))
+            admission = Admission(policy, now, lease_seconds, healths)
+            chosen, disabled, held_back = _admit(due, endpoints, admission)
+            if held_back and len(due) == policy.limit and admission.total < policy.limit:
+                # The oldest due tasks include some that must wait (busy endpoint, rate
+                # limit, open circuit): look for the others endpoint by endpoint, so that
+                # a blocked endpoint's backlog never holds up anybody else's.
+                more = _waiting_elsewhere(c, now, admission, endpoints, healths, chosen)
+                chosen = sorted(chosen + more, key=lambda r: r[5])
+            for msg_id, endpoint_id, _, lease, *_ in disabled:  # nothing would ever send them
+                c.execute(Q["delivery_fail_disabled_unleased"], (now, msg_id, endpoint_id, lease))
+            if not chosen:
+                _store_health(c, admission.changed())
+                return []
+            lease_until = now + lease_seconds
             c.executemany(
                 Q["claim_lease"],
-                [
-                    (params["lease_until"], now, msg_id, endpoint_id)
-                    for msg_id, endpoint_id, *_ in due
-                ],
+                [(lease_until, now, msg_id, endpoint_id) for msg_id, endpoint_id, *_ in chosen],
             )
-            leased = [
-                (m, e, attempts, lease + 1, trigger) for m, e, attempts, lease, trigger in due
-            ]
-            messages = _by_id(c, "messages", MESSAGE_COLUMNS, {r[0] for r in leased}, _message)
-            endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in leased}, _endpoint)
-            claims = []
-            for msg_id, endpoint_id, attempts, lease, trigger in leased:
-                endpoint = endpoints[endpoint_id]
-                if endpoint.disabled:  # nothing would ever send it: fail it now
-                    c.execute(Q["delivery_fail_disabled"], (now, msg_id, endpoint_id, lease))
-                    continue
-                claims.append(
-                    Claim(
-                        message=messages[msg_id],
-                        endpoint=endpoint,
-                        attempts=attempts,
-                        lease=lease,
-                        trigger=Trigger(trigger),
-                    )
+            _store_health(c, admission.changed())
+            messages = _by_id(c, "messages", MESSAGE_COLUMNS, {r[0] for r in chosen}, _message)
+            return [
+                Claim(
+                    message=messages[msg_id],
+                    endpoint=endpoints[endpoint_id],
+                    attempts=attempts,
+                    lease=lease + 1,
+                    trigger=Trigger(trigger),
                 )
-            return claims
+                for msg_id, endpoint_id, attempts, lease, trigger, _ in chosen
+            ]
 
         return await self._write(op)
 
-    async def complete(self, completions: Sequence[Completion], now: float) -> None:
+    async def complete(
+        self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
+    ) -> list[HealthEvent]:
         attempts = [_attempt_row(done.attempt) for done in completions]
         updates = [
             {
@@ -384,19 +422,89 @@ class SqliteStore:
             }
             for done in completions
         ]
+        outcomes: dict[str, list[tuple[bool, float]]] = {}
+        for done in completions:
+            a = done.attempt
+            outcomes.setdefault(a.endpoint_id, []).append(
+                (a.status == MessageStatus.SUCCESS, a.created_at)
+            )
+        policy = circuit or CircuitPolicy()
 
-        def op(c: sqlite3.Connection) -> None:
+        def op(c: sqlite3.Connection) -> list[HealthEvent]:
             # executemany: one call per batch instead of two per attempt (the writer thread
             # holds the GIL for every Python-level call, and the event loop waits for it)
             c.executemany(Q["attempt_insert"], attempts)
             plain = [u for u, d in zip(updates, completions, strict=True) if not d.disable_endpoint]
             c.executemany(Q["delivery_complete"], plain)
+            events: list[HealthEvent] = []
             for update, done in zip(updates, completions, strict=True):
                 # rare; the endpoint is disabled only by a completion that still held its lease
-                if done.disable_endpoint and c.execute(Q["delivery_complete"], update).rowcount:
-                    c.execute(Q["endpoint_disable"], (now, done.attempt.endpoint_id))
+                if (
+                    done.disable_endpoint
+                    and c.execute(Q["delivery_complete"], update).rowcount
+                    and c.execute(Q["endpoint_disable"], (now, done.attempt.endpoint_id)).rowcount
+                ):
+                    events.append(gone_event(done.attempt.endpoint_id, done.attempt.created_at))
+            healths = _health_of(c, set(outcomes))
+            states = dict(
+                c.execute(
+                    f"SELECT id, disabled FROM endpoints WHERE id IN "
+                    f"({','.join('?' * len(outcomes))})",
+                    list(outcomes),
+                ).fetchall()
+            )
+            changed = []
+            for endpoint_id, seen in outcomes.items():
+                if endpoint_id not in states:
+                    continue  # deleted meanwhile
+                before = healths.get(endpoint_id)
+                if before is None and all(ok for ok, _ in seen):
+                    continue  # the common case: healthy, nothing to store
+                before = before or EndpointHealth(endpoint_id=endpoint_id)
+                after, changes = after_attempts(
+                    before, seen, policy, disabled=bool(states[endpoint_id])
+                )
+                if after != before:
+                    changed.append(after)
+                for change in changes:
+                    if change.change is HealthChange.DISABLED:
+                        c.execute(Q["endpoint_disable"], (now, endpoint_id))
+                events.extend(changes)
+            _store_health(c, changed)
+            return events
 
-        await self._write(op)
+        return await self._write(op)
+
+    async def release(self, releases: Sequence[Release], now: float) -> int:
+        rows = [
+            {
+                "msg_id": r.msg_id,
+                "endpoint_id": r.endpoint_id,
+                "lease": r.lease,
+                "due_at": r.due_at,
+                "now": now,
+            }
+            for r in releases
+        ]
+        if not rows:
+            return 0
+
+        def op(c: sqlite3.Connection) -> int:
+            before = c.total_changes
+            c.executemany(Q["delivery_release"], rows)
+            return c.total_changes - before
+
+        return await self._write(op)
+
+    async def count_due(self, now: float, cap: int) -> int:
+        row = await self._read(
+            lambda c: c.execute(Q["due_count"], {"now": now, "cap": cap}).fetchone()
+        )
+        return int(row[0])
+
+    async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
+        row = await self._read(lambda c: c.execute(Q["health_get"], (endpoint_id,)).fetchone())
+        return None if row is None else _health(row)
 
     async def next_due_at(self) -> float | None:
         row = await self._read(lambda c: c.execute(Q["next_due"]).fetchone())
@@ -554,6 +662,112 @@ class SqliteStore:
         return await self._read(lambda c: c.execute(sql, args).fetchall())
 
 
+# claiming ------------------------------------------------------------------------------------
+
+_Due = tuple[str, str, int, int, int, float]  # msg_id, endpoint_id, attempts, lease, trigger, due
+
+
+def _admit(
+    due: list[Any], endpoints: dict[str, Endpoint], admission: Admission
+) -> tuple[list[_Due], list[_Due], bool]:
+    """Split due rows into those that may go now and those of disabled endpoints."""
+    chosen: list[_Due] = []
+    disabled: list[_Due] = []
+    held_back = False
+    for row in due:
+        endpoint = endpoints[row[1]]
+        if endpoint.disabled:
+            disabled.append(row)
+        elif admission.admit(endpoint):
+            chosen.append(row)
+        else:
+            held_back = True
+    return chosen, disabled, held_back
+
+
+def _waiting_elsewhere(
+    c: sqlite3.Connection,
+    now: float,
+    admission: Admission,
+    endpoints: dict[str, Endpoint],
+    healths: dict[str, EndpointHealth],
+    chosen: list[_Due],
+) -> list[_Due]:
+    """Due tasks of endpoints that may still send, found per endpoint, oldest endpoint first.
+
+    Costs one index seek per endpoint with waiting work (``claim_waiting_endpoints``), then one
+    short range read per endpoint that gets tasks; the blocked endpoints' rows are not read.
+    """
+    blocked = admission.blocked()
+    waiting = sorted(
+        (first_due, endpoint_id)
+        for endpoint_id, first_due in c.execute(Q["claim_waiting_endpoints"])
+        if first_due is not None and first_due <= now and endpoint_id not in blocked
+    )
+    unknown = {e for _, e in waiting if e not in endpoints}
+    if unknown:
+        endpoints.update(_by_id(c, "endpoints", ENDPOINT_COLUMNS, unknown, _endpoint))
+        found = _health_of(c, unknown)
+        healths.update(found)
+        admission.learn(found)
+    taken = {(r[0], r[1]) for r in chosen}
+    more: list[_Due] = []
+    for _, endpoint_id in waiting:
+        endpoint = endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.disabled:
+            continue  # the fast path fails those when they reach the head
+        room = admission.remaining(endpoint)
+        if room <= 0:
+            if admission.total >= admission.limit:
+                break
+            continue
+        rows = c.execute(
+            Q["claim_select_endpoint"],
+            {"endpoint_id": endpoint_id, "now": now, "limit": room + len(taken)},
+        ).fetchall()
+        for row in rows:
+            if (row[0], row[1]) not in taken and admission.admit(endpoint):
+                more.append(row)
+    return more
+
+
+def _health_of(c: sqlite3.Connection, endpoint_ids: set[str]) -> dict[str, EndpointHealth]:
+    return _by_id(c, "endpoint_health", HEALTH_COLUMNS, endpoint_ids, _health, key="endpoint_id")
+
+
+def _store_health(c: sqlite3.Connection, healths: Sequence[EndpointHealth]) -> None:
+    if healths:
+        c.executemany(Q["health_upsert"], [_health_row(h) for h in healths])
+
+
+def _health_row(h: EndpointHealth) -> dict[str, Any]:
+    return {
+        "endpoint_id": h.endpoint_id,
+        "failures": h.failures,
+        "failing_since": h.failing_since,
+        "circuit_open": int(h.circuit_open),
+        "paused_until": h.paused_until,
+        "cooldown": h.cooldown,
+        "probing": int(h.probing),
+        "tokens": h.tokens,
+        "tokens_at": h.tokens_at,
+    }
+
+
+def _health(r: tuple[Any, ...]) -> EndpointHealth:
+    return EndpointHealth(
+        endpoint_id=r[0],
+        failures=r[1],
+        failing_since=r[2],
+        circuit_open=bool(r[3]),
+        paused_until=r[4],
+        cooldown=r[5],
+        probing=bool(r[6]),
+        tokens=r[7],
+        tokens_at=r[8],
+    )
+
+
 # row conversion ------------------------------------------------------------------------------
 
 
@@ -606,9 +820,10 @@ def _by_id(
     columns: str,
     wanted: set[str],
     build: Callable[[tuple[Any, ...]], Any],
+    key: str = "id",
 ) -> dict[str, Any]:
     marks = ",".join("?" * len(wanted))
-    rows = c.execute(f"SELECT {columns} FROM {table} WHERE id IN ({marks})", list(wanted))
+    rows = c.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({marks})", list(wanted))
     return {r[0]: build(r) for r in rows}
 
 

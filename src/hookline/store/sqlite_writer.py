@@ -6,12 +6,29 @@ queued; whatever queued up while the previous transaction was committing goes in
 neighbours). Callers are answered only after COMMIT returns, so an acknowledged write is on disk
 (``synchronous=FULL``), and the commit cost is shared by the batch. Where each step runs is
 explained in ``store/sqlite.py``.
+
+When the store cannot write (the disk is full, an I/O error, another process holding the write
+lock past ``BUSY_TIMEOUT_MS``, ``MAX_QUEUED_WRITES`` already waiting), every write in the batch
+fails with ``errors.Unavailable`` (503 with ``Retry-After``) and nothing of it is committed; the
+connection is rolled back and the next batch tries again, so writes resume by themselves once
+the cause is gone. ``store_unwritable`` and ``store_writable`` are logged once per episode.
+
+The bound on the WAL: the ``-wal`` file stays below ``WAL_TRUNCATE_BYTES`` (64 MiB) plus what
+the writer appends between two checkpoint ticks (``CHECKPOINT_SECONDS``) and during the
+truncate itself. PASSIVE checkpoints alone never let the WAL restart while writes go on, so
+past that size a tick also runs a TRUNCATE checkpoint, which waits up to
+``CHECKPOINT_BUSY_TIMEOUT_MS`` for the write lock and for readers. The bound therefore assumes
+no read transaction (here or in another process) stays open across consecutive ticks; a reader
+that does so defers the truncate and the WAL grows until it ends. After a WAL restarts by
+itself (the checkpoints caught up), ``journal_size_limit`` cuts the file back to
+``JOURNAL_SIZE_LIMIT_BYTES``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,10 +39,47 @@ from typing import Any, TypeVar
 
 import structlog
 
+from hookline import errors
+
 T = TypeVar("T")
 log = structlog.get_logger("hookline.sqlite")
+MIB = 1024 * 1024
 CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied back into the database file
 BUSY_TIMEOUT_MS = 10_000  # another process (hookline api + worker) may hold the write lock
+# Writes waiting for the next transaction, beyond the batch committing now. The number is a
+# time bound, not a memory one: at the measured 3,000-5,500 writes/s (docs/benchmarks.md) a full
+# queue is 2-3 s of writer work, so a write that gets in is answered well within a client's
+# timeout, and one that does not is told to retry instead of waiting longer still. Healthy load
+# (the benchmark keeps 64 requests in flight) never comes near it.
+MAX_QUEUED_WRITES = 10_000
+# Under continuous writes PASSIVE checkpoints never catch up, so the WAL never restarts: that is
+# how it reached 546 MB in a 60 s blast with a slow receiver. Past this size a tick truncates it.
+WAL_TRUNCATE_BYTES = 64 * MIB
+# Short: while a TRUNCATE holds the write lock waiting for readers, the writer waits too.
+CHECKPOINT_BUSY_TIMEOUT_MS = 200
+# What a WAL that restarted by itself is cut back to; below WAL_TRUNCATE_BYTES, or every tick
+# after a restart would truncate again.
+JOURNAL_SIZE_LIMIT_BYTES = 16 * MIB
+
+QUEUE_FULL = "queue_full"
+# SQLite primary result codes that mean "cannot write now", not "this write is wrong".
+_UNWRITABLE = {
+    sqlite3.SQLITE_FULL: "disk_full",
+    sqlite3.SQLITE_IOERR: "io_error",
+    sqlite3.SQLITE_BUSY: "busy",
+    sqlite3.SQLITE_LOCKED: "busy",
+    sqlite3.SQLITE_READONLY: "read_only",  # e.g. the filesystem was remounted read-only
+}
+# Why writes are refused -> (Retry-After seconds, what the client is told). Lock waits and a full
+# queue pass in about a second; a full disk or an I/O error needs someone to act.
+_REFUSALS: dict[str, tuple[int, str]] = {
+    QUEUE_FULL: (1, "Too many writes are waiting; retry later"),
+    "busy": (1, "The database is busy; retry later"),
+    "commit_failed": (1, "The write could not be committed; retry later"),
+    "disk_full": (5, "The database's disk is full; retry later"),
+    "io_error": (5, "The database could not write to disk; retry later"),
+    "read_only": (5, "The database is read-only; retry later"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +88,25 @@ class _Op:
     bulk: bool
 
 
+def _unwritable(exc: BaseException) -> str | None:
+    """Why ``exc`` means the store cannot write now (a key of ``_REFUSALS``), or None."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return None if code is None else _UNWRITABLE.get(code & 0xFF)
+
+
 def _isolated(conn: sqlite3.Connection, op: _Op) -> tuple[bool, Any]:
-    """Run one operation in its own SAVEPOINT, so that its failure undoes only itself."""
+    """Run one operation in its own SAVEPOINT, so that its failure undoes only itself.
+
+    A full disk or an I/O error fails the whole transaction instead: SQLite may already have
+    rolled it back (then ROLLBACK TO would fail, and later operations would autocommit one by
+    one), and its COMMIT would fail the same way.
+    """
     conn.execute("SAVEPOINT op")
     try:
         result = op.fn(conn)
     except Exception as exc:
+        if _unwritable(exc) is not None:
+            raise
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
         return (False, exc)
@@ -99,6 +166,9 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._unwritable: str | None = None  # why writes are refused, while they are
+        self._unwritable_since = 0.0
+        self._refused = 0  # writes refused since the store became unwritable
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,6 +181,8 @@ class Writer:
         # they stalled every write queued behind that commit for tens of milliseconds.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA busy_timeout = 0")  # lock waits are _begin's, on the event loop
+        # The writer is the connection that restarts the WAL, so the limit must be set here.
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         return conn
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False) -> T:
@@ -119,7 +191,13 @@ class Writer:
         A bulk operation (recover, deleting an application, purging) runs on the writer thread
         rather than the event loop: one long statement step there holds the loop for its whole
         duration, while on the thread it runs with the GIL released.
+
+        Raises ``errors.Unavailable`` when the store cannot write now: at once when
+        ``MAX_QUEUED_WRITES`` are already waiting, else when the transaction could not commit.
         """
+        if len(self._queue) >= MAX_QUEUED_WRITES:
+            self._refuse(QUEUE_FULL, None)
+            raise _unavailable(QUEUE_FULL)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.append((_Op(fn, bulk), fut))
@@ -134,7 +212,12 @@ class Writer:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                outcomes = await self._transaction(loop, [op for op, _ in batch])
+                ops = [op for op, _ in batch]
+                try:
+                    outcomes = await self._transaction(loop, ops)
+                except Exception as exc:  # a bug here must not leave callers waiting forever
+                    log.exception("sqlite_batch_failed", writes=len(ops))
+                    outcomes = [(False, exc)] * len(ops)
                 for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
                     if fut.done():
                         continue
@@ -150,10 +233,12 @@ class Writer:
     ) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None, "writer used before start()"
+        if conn.in_transaction:  # the ROLLBACK after an earlier failure did not go through
+            await self._abandon(loop, conn)
         try:
             await _begin(conn)
         except Exception as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT_MS
-            return [(False, exc)] * len(ops)
+            return self._failed(ops, exc, committing=False)
         outcomes: list[tuple[bool, Any]] = []
         try:
             for op in ops:
@@ -161,11 +246,80 @@ class Writer:
                     outcomes.append(await loop.run_in_executor(self._executor, _isolated, conn, op))
                 else:
                     outcomes.append(_isolated(conn, op))
+        except Exception as exc:  # the disk is full or failing (see _isolated)
+            await self._abandon(loop, conn)
+            return self._failed(ops, exc, committing=False)
+        try:
             await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
-            await loop.run_in_executor(self._executor, _rollback, conn)
-            return [(False, exc)] * len(ops)
+            await self._abandon(loop, conn)
+            return self._failed(ops, exc, committing=True)
+        self._committed()
         return outcomes
+
+    async def _abandon(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection) -> None:
+        """Roll back what is left of a failed transaction, so that the next one can begin.
+
+        After a full disk or an I/O error SQLite may or may not have rolled back already; a
+        failed COMMIT leaves the transaction open. A ROLLBACK that fails is tried again before
+        the next BEGIN.
+        """
+        try:
+            await loop.run_in_executor(self._executor, _rollback, conn)
+        except sqlite3.Error:
+            log.exception("sqlite_rollback_failed")
+
+    def _failed(
+        self, ops: list[_Op], exc: Exception, *, committing: bool
+    ) -> list[tuple[bool, Any]]:
+        """Every operation's outcome when the batch's transaction failed with ``exc``."""
+        reason = _unwritable(exc) or ("commit_failed" if committing else None)
+        if reason is None:  # not the store's condition: callers see the error itself
+            return [(False, exc)] * len(ops)
+        self._refuse(reason, exc, count=len(ops))
+        outcomes: list[tuple[bool, Any]] = []
+        for _ in ops:
+            refusal = _unavailable(reason)
+            refusal.__cause__ = exc
+            outcomes.append((False, refusal))
+        return outcomes
+
+    def _refuse(self, reason: str, exc: Exception | None, *, count: int = 1) -> None:
+        """Count refused writes; log when the store becomes unwritable, not on every refusal.
+
+        A full queue gives way to a failing store as the reason, not the other way round, so a
+        full disk under load does not flip the logged reason with every batch.
+        """
+        self._refused += count
+        if self._unwritable is not None and (
+            self._unwritable != QUEUE_FULL or reason == QUEUE_FULL
+        ):
+            return
+        if self._unwritable is None:
+            self._unwritable_since = time.monotonic()
+        self._unwritable = reason
+        log.error(
+            "store_unwritable",
+            reason=reason,
+            sqlite_error=getattr(exc, "sqlite_errorname", None),
+            error=None if exc is None else str(exc),
+        )
+
+    def _committed(self) -> None:
+        # The queue only grows while a transaction runs, so if it filled up again meanwhile,
+        # writes are still being refused: the queue_full episode goes on.
+        if self._unwritable is None or (
+            self._unwritable == QUEUE_FULL and len(self._queue) >= MAX_QUEUED_WRITES
+        ):
+            return
+        log.info(
+            "store_writable",
+            was=self._unwritable,
+            refused=self._refused,
+            unwritable_seconds=round(time.monotonic() - self._unwritable_since, 1),
+        )
+        self._unwritable = None
+        self._refused = 0
 
     async def close(self) -> None:
         while self._flusher is not None:
@@ -176,6 +330,11 @@ class Writer:
         self._executor.shutdown(wait=True)
 
 
+def _unavailable(reason: str) -> errors.Unavailable:
+    retry_after, detail = _REFUSALS[reason]
+    return errors.Unavailable(detail, retry_after=retry_after)
+
+
 class Checkpointer:
     """Copies the WAL back into the database file on a connection and thread of its own."""
 
@@ -184,6 +343,8 @@ class Checkpointer:
         self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-ckpt")
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # the last tick failed (logged once per episode)
+        self._truncate_deferred = False  # the last TRUNCATE gave up (logged once per episode)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._checkpoints(), name="sqlite-checkpoints")
@@ -207,20 +368,62 @@ class Checkpointer:
             self._checkpoint_conn.close()
 
     async def _checkpoints(self) -> None:
-        """Copy the WAL back into the database every second, beside the writer, not in it.
-
-        PASSIVE never waits for readers or the writer; it copies what it can. A failure is
-        logged and retried on the next tick: the WAL only grows meanwhile.
-        """
-        loop = asyncio.get_running_loop()
+        """Copy the WAL back into the database every second, beside the writer, not in it."""
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
-            try:
-                await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "PASSIVE")
-            except sqlite3.Error:
-                log.exception("sqlite_checkpoint_failed")
+            await self.tick()
 
-    def _checkpoint(self, mode: str) -> None:
+    async def tick(self) -> None:
+        """One checkpoint: PASSIVE, then TRUNCATE if the WAL is past ``WAL_TRUNCATE_BYTES``.
+
+        PASSIVE never waits for readers or the writer; it copies what it can, but under
+        continuous writes it never catches up, and the WAL restarts only once it has. TRUNCATE
+        blocks writers until it has copied the rest and readers have moved on, then empties the
+        file; running it after the PASSIVE leaves it only the frames of the last second to copy.
+        It gives up after ``CHECKPOINT_BUSY_TIMEOUT_MS`` and is tried again on the next tick.
+        A failure is logged once and retried on the next tick: the WAL only grows meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint, "PASSIVE")
+            wal_bytes = self._wal_bytes()
+            if wal_bytes > WAL_TRUNCATE_BYTES:
+                started = time.monotonic()
+                busy = await loop.run_in_executor(
+                    self._checkpoint_thread, self._checkpoint, "TRUNCATE"
+                )
+                if busy:
+                    if not self._truncate_deferred:
+                        log.warning("sqlite_wal_truncate_deferred", wal_bytes=wal_bytes)
+                    self._truncate_deferred = True
+                else:
+                    log.info(
+                        "sqlite_wal_restarted",
+                        wal_bytes=wal_bytes,
+                        took_ms=round((time.monotonic() - started) * 1000, 1),
+                    )
+                    self._truncate_deferred = False
+        except sqlite3.Error:
+            if not self._failing:
+                log.exception("sqlite_checkpoint_failed")
+            self._failing = True
+            return
+        if self._failing:
+            log.info("sqlite_checkpoint_recovered")
+            self._failing = False
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return 0
+
+    def _checkpoint(self, mode: str) -> bool:
+        """Run one checkpoint; True if it could not finish (another connection was busy)."""
         if self._checkpoint_conn is None:
-            self._checkpoint_conn = connect(self.path, readonly=False)
-        self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            conn = connect(self.path, readonly=False)
+            # PASSIVE ignores it; TRUNCATE waits this long for the write lock and for readers.
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
+            self._checkpoint_conn = conn
+        busy, _, _ = self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return bool(busy)

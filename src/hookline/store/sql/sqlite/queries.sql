@@ -81,7 +81,7 @@ SELECT id, disabled, event_types, channels FROM endpoints WHERE app_id = ?
 DELETE FROM endpoints WHERE app_id = ? AND id = ?
 
 -- name: endpoint_disable
-UPDATE endpoints SET disabled = 1, updated_at = ? WHERE id = ?
+UPDATE endpoints SET disabled = 1, updated_at = ? WHERE id = ? AND disabled = 0
 
 -- name: endpoint_stats
 SELECT status, count(*) FROM deliveries
@@ -109,16 +109,65 @@ VALUES (?, ?, ?, 1, 0, ?, 0, 0, ?, ?)
 -- expired lease). claim_lease then marks each one sending; bumping `lease` fences off a late
 -- completion from the previous holder.
 -- name: claim_select
-SELECT msg_id, endpoint_id, attempts, lease, trigger FROM deliveries
+SELECT msg_id, endpoint_id, attempts, lease, trigger, due_at FROM deliveries
 WHERE status IN (1, 3) AND due_at <= :now
 ORDER BY due_at LIMIT :limit
+
+-- The endpoints with waiting work and when their oldest task is due: a skip scan over
+-- deliveries_waiting, one index seek per endpoint however many tasks each one has queued.
+-- name: claim_waiting_endpoints
+WITH RECURSIVE waiting(endpoint_id) AS (
+    SELECT (SELECT min(endpoint_id) FROM deliveries WHERE status IN (1, 3))
+    UNION ALL
+    SELECT (SELECT min(endpoint_id) FROM deliveries
+            WHERE status IN (1, 3) AND endpoint_id > waiting.endpoint_id)
+    FROM waiting WHERE waiting.endpoint_id IS NOT NULL
+)
+SELECT endpoint_id,
+    (SELECT min(due_at) FROM deliveries d
+     WHERE d.endpoint_id = waiting.endpoint_id AND d.status IN (1, 3)) AS first_due
+FROM waiting WHERE endpoint_id IS NOT NULL
+
+-- name: claim_select_endpoint
+SELECT msg_id, endpoint_id, attempts, lease, trigger, due_at FROM deliveries
+WHERE endpoint_id = :endpoint_id AND status IN (1, 3) AND due_at <= :now
+ORDER BY due_at LIMIT :limit
+
+-- name: delivery_release
+UPDATE deliveries SET status = 1, due_at = :due_at, lease = lease + 1, updated_at = :now
+WHERE msg_id = :msg_id AND endpoint_id = :endpoint_id AND lease = :lease AND status = 3
+
+-- name: due_count
+SELECT count(*) FROM (
+    SELECT 1 FROM deliveries WHERE status IN (1, 3) AND due_at <= :now LIMIT :cap
+)
+
+-- name: health_upsert
+INSERT INTO endpoint_health (endpoint_id, failures, failing_since, circuit_open, paused_until,
+    cooldown, probing, tokens, tokens_at)
+VALUES (:endpoint_id, :failures, :failing_since, :circuit_open, :paused_until, :cooldown,
+    :probing, :tokens, :tokens_at)
+ON CONFLICT (endpoint_id) DO UPDATE SET failures = :failures, failing_since = :failing_since,
+    circuit_open = :circuit_open, paused_until = :paused_until, cooldown = :cooldown,
+    probing = :probing, tokens = :tokens, tokens_at = :tokens_at
+
+-- name: health_get
+SELECT endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing,
+    tokens, tokens_at
+FROM endpoint_health WHERE endpoint_id = ?
+
+-- name: health_reset
+DELETE FROM endpoint_health WHERE endpoint_id = ?
+
+-- name: endpoint_disabled_get
+SELECT disabled FROM endpoints WHERE id = ? AND app_id = ?
 
 -- name: claim_lease
 UPDATE deliveries SET status = 3, due_at = ?, lease = lease + 1, updated_at = ?
 WHERE msg_id = ? AND endpoint_id = ?
 
--- name: delivery_fail_disabled
-UPDATE deliveries SET status = 2, due_at = NULL, updated_at = ?
+-- name: delivery_fail_disabled_unleased
+UPDATE deliveries SET status = 2, due_at = NULL, lease = lease + 1, updated_at = ?
 WHERE msg_id = ? AND endpoint_id = ? AND lease = ?
 
 -- name: delivery_complete

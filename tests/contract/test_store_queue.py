@@ -166,9 +166,8 @@ async def test_completion_with_a_stale_lease_only_records_the_attempt(
     endpoint = await add_endpoint(store, app.id)
     message = await add_message(store, app.id, created_at=now)
     [slow] = await store.claim_due(now, ClaimPolicy(limit=10), LEASE)
-    [fast] = await store.claim_due(
-        now + LEASE, ClaimPolicy(limit=10), LEASE
-    )  # slow's lease ran out
+    # slow's lease ran out
+    [fast] = await store.claim_due(now + LEASE, ClaimPolicy(limit=10), LEASE)
 
     late = completion_for(
         slow, next_status=MessageStatus.FAIL, code=500, disable_endpoint=True, created_at=now + 31

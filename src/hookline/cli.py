@@ -170,6 +170,14 @@ def token_create(s: settings.Settings, org: str, name: str) -> None:
     help="Share of endpoints that hang (slow-endpoints) or answer 500 (retry-storm).",
 )
 @click.option(
+    "--rate-limit",
+    type=click.IntRange(min=1, max=65535),  # the API's range for rateLimit
+    default=50,
+    show_default=True,
+    help="rate-limited: every endpoint's rateLimit, messages/s "
+    "(default count: endpoints x rate limit x 10 s).",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(min=1),
     default=64,

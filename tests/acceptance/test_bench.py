@@ -24,14 +24,17 @@ from typing import Any
 import psutil
 import pytest
 
-SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm")
-HEALTHY_ONLY = ("max", "steady", "burst")  # every endpoint answers 200
+SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm", "rate-limited")
+HEALTHY_ONLY = ("max", "steady", "burst", "rate-limited")  # every endpoint answers 200
 COUNT = 60
 STEADY_RATE = 40
 STEADY_SECONDS = 1
 ENDPOINTS = 5
 BAD_SHARE = 0.4  # 2 of 5 endpoints hang (slow-endpoints) or answer 500 (retry-storm)
 REQUEST_TIMEOUT = 1  # how long a slow endpoint holds a delivery
+# rate-limited: 12 messages per endpoint at 20/s, 5 in the bucket's initial burst, so the limit
+# holds some back (about 0.35 s) without slowing the run down
+RATE_LIMIT = 20
 DRAIN_SECONDS = 20
 # A run takes seconds; this only turns a hang into a failure before pytest's own timeout (120 s).
 RUN_TIMEOUT_SECONDS = 100.0
@@ -137,6 +140,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
         "--seconds", str(STEADY_SECONDS),
         "--endpoints", str(ENDPOINTS),
         "--bad-share", str(BAD_SHARE),
+        "--rate-limit", str(RATE_LIMIT),
         "--timeout", str(REQUEST_TIMEOUT),
         "--drain-seconds", str(DRAIN_SECONDS),
         "--no-progress",
@@ -310,3 +314,28 @@ def test_settings_are_the_ones_asked_for(bench: BenchRun, scenario: str) -> None
         assert report["drain_rate"] is None, report
     if scenario == "steady":
         assert f"offered rate {STEADY_RATE:g} messages/s" in report["notes"], report["notes"]
+    if scenario == "rate-limited":
+        assert settings["rate_limit"] == RATE_LIMIT, settings
+    else:
+        assert "rate_limit" not in settings, settings
+        assert report["rate_limit"] is None, report
+
+
+def test_rate_limited_delivers_every_message_once_and_wastes_no_attempt(bench: BenchRun) -> None:
+    """Counts only: the delivered rate depends on the machine, and is not checked here."""
+    report = bench.report("rate-limited")
+    phase, limited = report["hookline"], report["rate_limit"]
+    assert limited["limit_per_endpoint"] == RATE_LIMIT, limited
+    assert limited["limit"] == RATE_LIMIT * ENDPOINTS, limited
+    assert limited["burst"] == RATE_LIMIT / 4, limited
+    # every message reached its endpoint in exactly one request, and hookline recorded no
+    # failed attempt: a delivery held back by the limit waits, it is not tried and failed
+    assert limited["attempts"] == limited["unique"] == phase["delivered"] == COUNT, limited
+    assert limited["wasted"] == 0, limited
+    assert limited["failed_attempts_recorded"] == 0, limited
+    # the receiver saw each endpoint separately, round-robin: COUNT / ENDPOINTS requests each
+    per_endpoint = limited["endpoints"]
+    assert [e["endpoint"] for e in per_endpoint] == list(range(ENDPOINTS)), per_endpoint
+    assert [e["requests"] for e in per_endpoint] == [COUNT // ENDPOINTS] * ENDPOINTS, per_endpoint
+    for row in ("rate limit, all endpoints", "steady delivered rate", "delivered / limit"):
+        assert row in bench.stdout, bench.describe()

@@ -65,7 +65,12 @@ async def _one(ctx: scenarios.Run, name: str, earlier: list[Report]) -> Report:
         result = await scenarios.steady(ctx, rate=half)
     else:
         result = await scenarios.RUNNERS[name](ctx)
-    if max_report is not None and name != "max" and max_report.hookline.delivered_rate:
+    # rate-limited runs at the limit it sets, so a share of max would say nothing about hookline
+    if (
+        max_report is not None
+        and name not in ("max", "rate-limited")
+        and max_report.hookline.delivered_rate
+    ):
         rate = result.drain_rate or result.hookline.delivered_rate
         share = rate / max_report.hookline.delivered_rate
         result.notes.append(f"{share:.2f} x the max scenario's delivered rate in this run")

@@ -6,7 +6,8 @@ receiver. Behaviour is chosen by the path, so one receiver serves every endpoint
 - ``POST /ok/<n>``   answers 200 and records the delivery (seq and ingest timestamp from the body)
 - ``POST /fail/<n>`` answers 500 (a retry storm)
 - ``POST /slow/<n>`` never answers; the sender's timeout ends the request
-- ``GET /_stats``    counters as JSON (``?latency=1`` adds ingest→delivery percentiles)
+- ``GET /_stats``    counters as JSON (``?latency=1`` adds ingest→delivery percentiles,
+                     ``?endpoints=1`` the count and first/last arrival per ``/ok/<n>``)
 - ``POST /_reset``   forgets everything (between the raw-pipe phase and the hookline phase)
 
 Run as ``python -m hookline.bench.receiver``; it prints its port on stdout once listening.
@@ -26,7 +27,7 @@ from typing import cast
 import httptools
 import msgspec
 
-from hookline.bench.stats import Stats, percentiles
+from hookline.bench.stats import Arrivals, Stats, percentiles
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
 FAIL = b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\n\r\nfail"
@@ -49,14 +50,22 @@ class State:
         self.stats = Stats()
         self.seen: set[int] = set()
         self.latencies = array.array("d")
+        # path after /ok/ -> [requests, first_at, last_at]: a plain list, cheap to bump per request
+        self.arrivals: dict[bytes, list[float]] = {}
 
-    def record_ok(self, body: bytes) -> None:
+    def record_ok(self, path: bytes, body: bytes) -> None:
         now = time.time()
         s = self.stats
         s.ok += 1
         if s.first_at is None:
             s.first_at = now
         s.last_at = now
+        arrivals = self.arrivals.get(path)
+        if arrivals is None:
+            self.arrivals[path] = [1, now, now]
+        else:
+            arrivals[0] += 1
+            arrivals[2] = now
         try:
             probe = _probe.decode(body)
         except msgspec.DecodeError:
@@ -66,12 +75,19 @@ class State:
             s.unique += 1
             self.latencies.append((now - probe.ts) * 1000.0)
 
-    def snapshot(self, latency: bool) -> bytes:
+    def snapshot(self, latency: bool, endpoints: bool = False) -> bytes:
         s = self.stats
         if latency and self.latencies:
             s.latency_ms = percentiles(self.latencies)
+        if endpoints:
+            s.endpoints = {
+                path.decode(errors="replace"): Arrivals(
+                    requests=int(n), first_at=first, last_at=last
+                )
+                for path, (n, first, last) in self.arrivals.items()
+            }
         out = _encoder.encode(s)
-        s.latency_ms = None
+        s.latency_ms = s.endpoints = None
         return out
 
 
@@ -117,7 +133,7 @@ class Connection(asyncio.Protocol):
             return
         url, state = self._url, self._state
         if url.startswith(b"/ok/"):
-            state.record_ok(b"".join(self._body))
+            state.record_ok(url[4:], b"".join(self._body))
             transport.write(OK)
         elif url.startswith(b"/fail/"):
             state.stats.fail += 1
@@ -125,7 +141,7 @@ class Connection(asyncio.Protocol):
         elif url.startswith(b"/slow/"):
             state.stats.slow += 1  # no answer: the client's timeout closes the connection
         elif url.startswith(b"/_stats"):
-            body = state.snapshot(latency=b"latency=1" in url)
+            body = state.snapshot(latency=b"latency=1" in url, endpoints=b"endpoints=1" in url)
             head = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n"
             transport.write(head.encode() + b"content-type: application/json\r\n\r\n" + body)
         elif url.startswith(b"/_reset"):

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hookline
-from hookline.bench.scenarios import Phase, Report
+from hookline.bench.scenarios import Phase, RateLimited, Report
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -76,6 +76,26 @@ def _latency(phase: Phase) -> str:
     return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms"
 
 
+def _rate_limit_rows(table: Table, rl: RateLimited) -> None:
+    n = len(rl.endpoints)
+    table.add_row(
+        "rate limit, all endpoints", f"{rl.limit:,}/s ({n} x {rl.limit_per_endpoint}/s)", ""
+    )
+    steady = "-" if rl.delivered_rate is None else _rate(rl.delivered_rate)
+    table.add_row("steady delivered rate", steady, "")
+    table.add_row("delivered / limit", "-" if rl.ratio is None else f"{rl.ratio:.3f}", "")
+    if rl.ratio_min is not None and rl.ratio_max is not None and n > 1:
+        table.add_row(
+            "  slowest / fastest endpoint", f"{rl.ratio_min:.3f} / {rl.ratio_max:.3f}", ""
+        )
+    table.add_row("attempts / unique deliveries", f"{rl.attempts:,} / {rl.unique:,}", "")
+    table.add_row(
+        "attempts wasted / failed (hookline)",
+        f"{rl.wasted:,} / {rl.failed_attempts_recorded:,}",
+        "",
+    )
+
+
 def show(console: Console, report: Report) -> None:
     h, raw = report.hookline, report.raw_pipe
     table = Table(title=f"hookline bench: {report.scenario}", title_justify="left")
@@ -90,6 +110,8 @@ def show(console: Console, report: Report) -> None:
     label = "drain rate" if report.drain_rate is not None else "delivered rate"
     table.add_row(label, _rate(report.drain_rate or h.delivered_rate), _rate(raw.delivered_rate))
     table.add_row("ratio to raw pipe", f"{report.ratio_to_raw_pipe:.2f}", "1.00")
+    if report.rate_limit is not None:
+        _rate_limit_rows(table, report.rate_limit)
     table.add_row("ingest→delivery p50/p95/p99", _latency(h), _latency(raw))
     if h.ingest.post_latency_ms:
         p = h.ingest.post_latency_ms

@@ -20,14 +20,17 @@ import aiohttp
 import msgspec
 import psutil
 
+from hookline import models, ratelimit
 from hookline.bench import loadgen, processes
 from hookline.bench.display import Display
-from hookline.bench.stats import Stats
+from hookline.bench.stats import Arrivals, Stats
 
-SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm")
+SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm", "rate-limited")
 POLL_SECONDS = 0.25
 RAW_PIPE_MAX_COUNT = 50_000  # the raw pipe's rate is flat well before this many requests
 DEFAULT_STEADY_RATE = 1500.0  # messages/s, when neither --rate nor a max result gives one
+RATE_LIMITED_SECONDS = 10.0  # rate-limited without --count: send this many seconds of the limit
+RATE_TARGET = (0.95, 1.05)  # rate-limited: delivered / limit should fall in here
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,7 @@ class Options:
     seconds: float = 20.0  # steady: how long to offer the rate
     endpoints: int = 10  # one application each; messages go round-robin over them
     bad_share: float = 0.2  # slow-endpoints / retry-storm: share of endpoints that misbehave
+    rate_limit: int = 50  # rate-limited: every endpoint's rateLimit, messages/s
     concurrency: int = 64  # ingest requests in flight (max, burst, raw pipe)
     payload_bytes: int = 512
     database: str | None = None  # default: a SQLite file in the run's temporary directory
@@ -69,6 +73,32 @@ class Phase(msgspec.Struct, kw_only=True):
     receiver_cpu_us_per_request: float | None = None
 
 
+class EndpointRate(msgspec.Struct, kw_only=True):
+    """One rate-limited endpoint as its receiver path saw it."""
+
+    endpoint: int  # the n of /ok/<n>: the n-th application's endpoint
+    requests: int  # answered 200, repeats included: every request spends a token
+    seconds: float  # first arrival → last arrival
+    rate: float | None  # (requests - burst) / seconds; None while within the initial burst
+
+
+class RateLimited(msgspec.Struct, kw_only=True):
+    """rate-limited: how close the delivered rate came to the limit, and what it cost."""
+
+    limit_per_endpoint: int  # rateLimit, messages/s
+    limit: int  # all endpoints together
+    burst: float  # tokens each endpoint's bucket starts with
+    delivered_rate: float | None  # steady: the per-endpoint rates summed
+    ratio: float | None  # delivered_rate / limit; the target is RATE_TARGET
+    ratio_min: float | None  # the slowest and fastest endpoint's rate / its limit
+    ratio_max: float | None
+    attempts: int  # requests the receiver got at these endpoints
+    unique: int  # distinct messages among them
+    wasted: int  # attempts - unique: repeats, and requests not answered 200
+    failed_attempts_recorded: int  # failed attempts in hookline's own attempt list
+    endpoints: list[EndpointRate]
+
+
 class Report(msgspec.Struct, kw_only=True):
     scenario: str
     settings: dict[str, object]
@@ -76,6 +106,7 @@ class Report(msgspec.Struct, kw_only=True):
     hookline: Phase
     ratio_to_raw_pipe: float
     drain_rate: float | None = None  # burst: delivered per second once the worker starts
+    rate_limit: RateLimited | None = None  # rate-limited only
     notes: list[str] = []
 
 
@@ -90,8 +121,9 @@ class Run:
     receiver: processes.Child
     raw_pipe: Phase | None = None
 
-    async def stats(self, latency: bool = False) -> Stats:
-        url = f"{self.receiver_url}/_stats" + ("?latency=1" if latency else "")
+    async def stats(self, latency: bool = False, endpoints: bool = False) -> Stats:
+        query = "&".join(q for q, on in (("latency=1", latency), ("endpoints=1", endpoints)) if on)
+        url = f"{self.receiver_url}/_stats" + (f"?{query}" if query else "")
         async with self.control.get(url) as r:
             return msgspec.json.decode(await r.read(), type=Stats)
 
@@ -225,6 +257,7 @@ class Instance:
     children: list[processes.Child]
     env: dict[str, str]
     app_ids: list[str]
+    endpoint_ids: list[str]  # the app_ids' endpoints, in the same order
 
 
 @contextlib.asynccontextmanager
@@ -235,10 +268,12 @@ async def hookline(
     roles: tuple[str, ...] | None = None,
     kinds: tuple[str, ...] = (),
     retry_schedule: str | None = None,
+    rate_limit: int | None = None,
 ) -> AsyncIterator[Instance]:
     """Start hookline (``roles``), create one app + endpoint per ``kinds`` entry; stop after.
 
     Without ``roles`` the topology option decides: one ``serve`` or ``api`` + ``worker``.
+    ``rate_limit`` is every endpoint's ``rateLimit`` (messages/s).
     """
     opts = run.opts
     if roles is None:
@@ -262,8 +297,8 @@ async def hookline(
             children.append(processes.start_hookline(role, workdir, env))
         base_url = f"http://{processes.HOST}:{port}"
         await _wait_healthy(run.control, base_url, children)
-        app_ids = await _setup(run, base_url, token, kinds)
-        yield Instance(base_url, token, children, env, app_ids)
+        app_ids, endpoint_ids = await _setup(run, base_url, token, kinds, rate_limit)
+        yield Instance(base_url, token, children, env, app_ids, endpoint_ids)
     finally:
         for child in children:
             child.stop()
@@ -284,9 +319,11 @@ async def _wait_healthy(
     raise processes.ChildFailed(f"hookline did not answer on {base_url} in time")
 
 
-async def _setup(run: Run, base_url: str, token: str, kinds: tuple[str, ...]) -> list[str]:
+async def _setup(
+    run: Run, base_url: str, token: str, kinds: tuple[str, ...], rate_limit: int | None
+) -> tuple[list[str], list[str]]:
     headers = {"authorization": f"Bearer {token}"}
-    app_ids = []
+    app_ids, endpoint_ids = [], []
     for i, kind in enumerate(kinds):
         async with run.control.post(
             f"{base_url}/api/v1/app", json={"name": f"bench-{i}"}, headers=headers
@@ -296,7 +333,9 @@ async def _setup(run: Run, base_url: str, token: str, kinds: tuple[str, ...]) ->
                     f"creating an app answered {r.status}: {await r.text()}"
                 )
             app_id = (await r.json())["id"]
-        endpoint = {"url": f"{run.receiver_url}/{kind}/{i}"}
+        endpoint: dict[str, object] = {"url": f"{run.receiver_url}/{kind}/{i}"}
+        if rate_limit is not None:
+            endpoint["rateLimit"] = rate_limit
         async with run.control.post(
             f"{base_url}/api/v1/app/{app_id}/endpoint", json=endpoint, headers=headers
         ) as r:
@@ -304,8 +343,9 @@ async def _setup(run: Run, base_url: str, token: str, kinds: tuple[str, ...]) ->
                 raise processes.ChildFailed(
                     f"creating an endpoint answered {r.status}: {await r.text()}"
                 )
+            endpoint_ids.append((await r.json())["id"])
         app_ids.append(app_id)
-    return app_ids
+    return app_ids, endpoint_ids
 
 
 def _kinds(opts: Options, bad: str | None) -> tuple[str, ...]:
@@ -328,18 +368,23 @@ def _report(
     phase: Phase,
     *,
     drain_rate: float | None = None,
+    rate_limit: RateLimited | None = None,
     notes: list[str] | None = None,
 ) -> Report:
     raw = run.raw_pipe
     assert raw is not None
     rate = drain_rate or phase.delivered_rate
+    settings = _settings(run.opts)
+    if rate_limit is not None:
+        settings["rate_limit"] = rate_limit.limit_per_endpoint
     return Report(
         scenario=scenario,
-        settings=_settings(run.opts),
+        settings=settings,
         raw_pipe=raw,
         hookline=phase,
         ratio_to_raw_pipe=round(rate / raw.delivered_rate, 3) if raw.delivered_rate else 0.0,
         drain_rate=drain_rate,
+        rate_limit=rate_limit,
         notes=notes or [],
     )
 
@@ -441,10 +486,106 @@ async def _misbehaving(run: Run, scenario: str, bad: str, *, schedule: str) -> R
     return _report(run, scenario, phase, notes=[note])
 
 
+async def rate_limited(run: Run) -> Report:
+    """Blast messages at endpoints with a ``rateLimit``: the limit, not hookline, sets the pace."""
+    opts = run.opts
+    limit = opts.rate_limit
+    count = opts.count or round(opts.endpoints * limit * RATE_LIMITED_SECONDS)
+    kinds = _kinds(opts, None)
+    async with hookline(run, "rate-limited", kinds=kinds, rate_limit=limit) as inst:
+        target = _target(run, inst, kinds)
+        phase = await _measure(
+            run, "rate-limited", target, count, inst.children, _blaster(run, target, count)
+        )
+        stats = await run.stats(endpoints=True)
+        recorded = await _failed_attempts(run, inst)
+    result = _rate_limited(stats, len(kinds), limit, recorded)
+    notes = [
+        f"{len(kinds)} endpoints with rateLimit {limit}/s each, {result.limit:,}/s in all; each "
+        f"bucket starts full: {result.burst:g} tokens, {ratelimit.BURST_SECONDS:g} s of its rate",
+        "steady delivered rate: per endpoint, (requests - burst) / (last arrival - first "
+        "arrival), summed over the endpoints; the delivered rate above runs from the first POST "
+        "to the last delivery and so includes each bucket's initial burst",
+    ]
+    if result.ratio is None:
+        notes.append("too few messages per endpoint to get past the initial burst: raise --count")
+    else:
+        low, high = RATE_TARGET
+        verdict = "within" if low <= result.ratio <= high else "outside"
+        notes.append(f"delivered / limit {result.ratio:.3f}: {verdict} the target {low} to {high}")
+    return _report(run, "rate-limited", phase, rate_limit=result, notes=notes)
+
+
+def _rate_limited(stats: Stats, endpoints: int, limit: int, recorded: int) -> RateLimited:
+    """The steady rate per endpoint, fair to the bucket's initial burst.
+
+    A bucket of ``burst`` tokens that starts full and refills at ``limit``/s lets ``burst``
+    deliveries go at once and the k-th one after them at k / ``limit`` s, for as long as a
+    backlog waits (the blast keeps one). So (requests - burst) / (last - first arrival) is the
+    limit itself, for a short run as for a long one; requests / span would overstate it by
+    requests / (requests - burst), and timing from the first POST would add ingest and start-up.
+    ``burst`` is hookline's own ``ratelimit.capacity``, so the two cannot drift apart.
+    """
+    burst = ratelimit.capacity(limit)
+    seen = stats.endpoints or {}
+    rates = []
+    for n in range(endpoints):
+        a = seen.get(str(n), Arrivals(requests=0, first_at=0.0, last_at=0.0))
+        span = a.last_at - a.first_at
+        rate = (a.requests - burst) / span if a.requests > burst and span > 0 else None
+        rates.append(
+            EndpointRate(
+                endpoint=n,
+                requests=a.requests,
+                seconds=round(span, 3),
+                rate=None if rate is None else round(rate, 1),
+            )
+        )
+    measured = [r.rate for r in rates if r.rate is not None]
+    total = sum(measured) if len(measured) == endpoints else None
+    attempts = stats.ok + stats.fail + stats.slow
+    return RateLimited(
+        limit_per_endpoint=limit,
+        limit=limit * endpoints,
+        burst=burst,
+        delivered_rate=None if total is None else round(total, 1),
+        ratio=None if total is None else round(total / (limit * endpoints), 3),
+        ratio_min=round(min(measured) / limit, 3) if total is not None else None,
+        ratio_max=round(max(measured) / limit, 3) if total is not None else None,
+        attempts=attempts,
+        unique=stats.unique,
+        wasted=attempts - stats.unique,
+        failed_attempts_recorded=recorded,
+        endpoints=rates,
+    )
+
+
+async def _failed_attempts(run: Run, inst: Instance) -> int:
+    """Failed attempts in hookline's attempt list, over every endpoint (all pages)."""
+    headers = {"authorization": f"Bearer {inst.token}"}
+    failed = 0
+    for app_id, endpoint_id in zip(inst.app_ids, inst.endpoint_ids, strict=True):
+        url = f"{inst.base_url}/api/v1/app/{app_id}/attempt/endpoint/{endpoint_id}"
+        query: dict[str, str | int] = {"status": int(models.MessageStatus.FAIL), "limit": 250}
+        while True:
+            async with run.control.get(url, params=query, headers=headers) as r:
+                if r.status != 200:
+                    raise processes.ChildFailed(
+                        f"listing attempts answered {r.status}: {await r.text()}"
+                    )
+                page = await r.json()
+            failed += len(page["data"])
+            if page["done"] or not page["data"]:
+                break
+            query["iterator"] = page["iterator"]
+    return failed
+
+
 RUNNERS: dict[str, Callable[[Run], Awaitable[Report]]] = {
     "max": max_rate,
     "steady": steady,
     "burst": burst,
     "slow-endpoints": slow_endpoints,
     "retry-storm": retry_storm,
+    "rate-limited": rate_limited,
 }

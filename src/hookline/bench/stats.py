@@ -7,6 +7,14 @@ import array
 import msgspec
 
 
+class Arrivals(msgspec.Struct, kw_only=True):
+    """The 200 answers on one receiver path (``/ok/<n>``): how many, the first and the last."""
+
+    requests: int
+    first_at: float  # wall clock
+    last_at: float
+
+
 class Stats(msgspec.Struct, kw_only=True):
     ok: int = 0  # 200 answers, duplicates included
     unique: int = 0  # distinct seq numbers answered 200
@@ -15,6 +23,8 @@ class Stats(msgspec.Struct, kw_only=True):
     first_at: float | None = None  # wall clock of the first and last 200
     last_at: float | None = None
     latency_ms: dict[str, float] | None = None
+    # only with ``?endpoints=1``: per ``<n>`` of ``/ok/<n>`` (the polls during a phase skip it)
+    endpoints: dict[str, Arrivals] | None = None
 
 
 def percentiles(values: array.array[float]) -> dict[str, float]:

@@ -38,7 +38,9 @@ def admits(health: EndpointHealth | None, now: float) -> int | None:
     """How many deliveries the circuit lets start now: None (closed, no limit), 0 or 1 (probe)."""
     if health is None or not health.circuit_open:
         return None
-    if health.probing or (health.paused_until is not None and health.paused_until > now):
+    # A probe in flight holds paused_until at its lease's end, so a probe whose outcome was
+    # lost (its worker crashed) is followed by another once that lease has run out.
+    if health.paused_until is not None and health.paused_until > now:
         return 0
     return 1
 

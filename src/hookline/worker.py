@@ -19,7 +19,15 @@ import aiohttp
 import structlog
 
 from hookline import circuit, delivery, egress
-from hookline.models import Claim, ClaimPolicy, Completion, HealthEvent, MessageStatus, Release
+from hookline.models import (
+    Claim,
+    ClaimPolicy,
+    Completion,
+    HealthChange,
+    HealthEvent,
+    MessageStatus,
+    Release,
+)
 from hookline.settings import Settings
 from hookline.store.base import Store
 from hookline.wakeup import Wakeup
@@ -276,7 +284,8 @@ def _log_changes(batch: Sequence[Completion], events: Sequence[HealthEvent]) -> 
         return
     apps = {done.attempt.endpoint_id: done.attempt.app_id for done in batch}
     for event in events:
-        log.warning(
+        emit = log.info if event.change is HealthChange.CIRCUIT_CLOSED else log.warning
+        emit(
             event.change.value,
             endpoint_id=event.endpoint_id,
             app_id=apps.get(event.endpoint_id),

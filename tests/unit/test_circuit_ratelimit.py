@@ -110,3 +110,11 @@ def test_admission_takes_the_smallest_of_slots_tokens_and_circuit() -> None:
     a = admission.Admission(ClaimPolicy(limit=2), T0, 25.0, {})
     assert a.admit(endpoint()) and a.admit(endpoint()) and not a.admit(endpoint())
     assert a.changed() == []  # unlimited and closed: nothing to store
+
+
+def test_a_probe_whose_outcome_was_lost_is_followed_by_another_after_its_lease() -> None:
+    h = EndpointHealth(endpoint_id="ep_1")
+    h, _ = circuit.after_attempts(h, [(False, T0)] * 3, POLICY)
+    h = circuit.probe_started(h, T0 + 30, 25.0)
+    assert circuit.admits(h, T0 + 54) == 0
+    assert circuit.admits(h, T0 + 55) == 1

@@ -431,6 +431,8 @@ class SqliteStore:
         policy = circuit or CircuitPolicy()
 
         def op(c: sqlite3.Connection) -> list[HealthEvent]:
+            if not completions:
+                return []
             # executemany: one call per batch instead of two per attempt (the writer thread
             # holds the GIL for every Python-level call, and the event loop waits for it)
             c.executemany(Q["attempt_insert"], attempts)

@@ -330,3 +330,61 @@ async def test_circuit_state_survives_reopening_the_database(tmp_path: Path, bac
         assert await reopened.claim_due(now + 5, ClaimPolicy(limit=10), LEASE) == []
     finally:
         await reopened.close()
+
+
+async def test_an_open_circuits_backlog_does_not_hide_other_endpoints_work(
+    store: Store, app: Application, other_app: Application
+) -> None:
+    now = time.time()
+    failing = await add_endpoint(store, app.id)
+    await fail_times(store, app.id, failing, 3, now - 5)
+    for i in range(300):  # its retries and new messages pile up at the head of the queue
+        await add_message(store, app.id, created_at=now - 4 + i * 0.001)
+    healthy = await add_endpoint(store, other_app.id)
+    fresh = [await add_message(store, other_app.id, created_at=now) for _ in range(3)]
+    claims = await store.claim_due(now, ClaimPolicy(limit=256), LEASE)
+    assert {c.endpoint.id for c in claims} == {healthy.id}
+    assert {c.message.id for c in claims} == {m.id for m in fresh}
+
+
+async def test_an_empty_bucket_does_not_hide_other_endpoints_work(
+    store: Store, app: Application, other_app: Application
+) -> None:
+    now = time.time()
+    await rate_limited(store, app.id, 4)
+    for _ in range(300):
+        await add_message(store, app.id, created_at=now - 10)
+    assert len(await store.claim_due(now, ClaimPolicy(limit=256), LEASE)) == 1
+    healthy = await add_endpoint(store, other_app.id)
+    await add_message(store, other_app.id, created_at=now)
+    [claim] = await store.claim_due(now + 0.01, ClaimPolicy(limit=256), LEASE)
+    assert claim.endpoint.id == healthy.id
+
+
+async def test_blocked_claims_share_the_batch_between_endpoints(
+    store: Store, app: Application, other_app: Application
+) -> None:
+    now = time.time()
+    busy = await add_endpoint(store, app.id)
+    one, two = await add_endpoint(store, other_app.id), await add_endpoint(store, other_app.id)
+    for _ in range(20):
+        await add_message(store, other_app.id, created_at=now - 1)
+    await add_message(store, app.id, created_at=now - 2)
+    policy = ClaimPolicy(limit=10, endpoint_slots=16, in_flight={busy.id: 16})
+    claims = await store.claim_due(now, policy, LEASE)
+    counts = {e.id: sum(1 for c in claims if c.endpoint.id == e.id) for e in (one, two)}
+    assert counts == {one.id: 5, two.id: 5}
+
+
+async def test_a_disabled_endpoints_tasks_fail_while_others_are_blocked(
+    store: Store, app: Application, other_app: Application
+) -> None:
+    now = time.time()
+    gone = await add_endpoint(store, app.id)
+    busy = await add_endpoint(store, other_app.id)
+    message = await add_message(store, app.id, created_at=now - 1)
+    await store.update_endpoint(replace(gone, disabled=True))
+    policy = ClaimPolicy(limit=10, endpoint_slots=1, in_flight={busy.id: 1})
+    assert await store.claim_due(now, policy, LEASE) == []
+    [(_, delivery)] = await store.list_deliveries(app.id, message.id, Page())
+    assert delivery.status == MessageStatus.FAIL

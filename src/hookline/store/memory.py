@@ -204,6 +204,10 @@ class MemoryStore:
                 return app
         return None
 
+    async def find_app(self, app_id: str) -> Application | None:
+        """The application with this id in any org; uids are not looked at."""
+        return self._apps.get(app_id)
+
     async def list_apps(self, org_id: str, page: Page) -> list[Application]:
         """One page of the org's applications, keyed on id."""
         apps = (a for a in self._apps.values() if a.org_id == org_id)
@@ -454,8 +458,7 @@ class MemoryStore:
                     trigger=claimed.trigger,
                 )
             )
-        for health in admission.changed():
-            self._health[health.endpoint_id] = health
+        self._keep_health(admission.changed())
         return claims
 
     async def complete(
@@ -479,12 +482,20 @@ class MemoryStore:
                 before, seen, circuit or CircuitPolicy(), disabled=endpoint.disabled
             )
             if after != before:
-                self._health[endpoint_id] = after
+                self._keep_health([after])
             for change in changes:
                 if change.change is HealthChange.DISABLED:
                     self._endpoints[endpoint_id] = replace(endpoint, disabled=True, updated_at=now)
             events.extend(changes)
         return events
+
+    def _keep_health(self, healths: Sequence[EndpointHealth]) -> None:
+        # Back to the default state: forgotten, as the SQLite store deletes its row.
+        for health in healths:
+            if health == EndpointHealth(endpoint_id=health.endpoint_id):
+                self._health.pop(health.endpoint_id, None)
+            else:
+                self._health[health.endpoint_id] = health
 
     async def release(self, releases: Sequence[Release], now: float) -> int:
         """Put claimed tasks back as pending at their ``due_at``; stale leases are ignored."""

@@ -207,6 +207,10 @@ class SqliteStore:
         )
         return None if row is None else _app(row)
 
+    async def find_app(self, app_id: str) -> Application | None:
+        row = await self._read(lambda c: c.execute(Q["app_by_id"], (app_id,)).fetchone())
+        return None if row is None else _app(row)
+
     async def list_apps(self, org_id: str, page: Page) -> list[Application]:
         rows = await self._page("applications", APP_COLUMNS, "org_id = ?", [org_id], "id", page)
         return [_app(r) for r in rows]
@@ -367,21 +371,33 @@ class SqliteStore:
         params = {"now": now, "limit": policy.limit}
 
         def op(c: sqlite3.Connection) -> list[Claim]:
-            # Select in due order, then lease: UPDATE ... RETURNING would hand rows back in
-            # key order, and the claim order is the delivery order.
-            due = c.execute(Q["claim_select"], params).fetchall()
-            if not due:
-                return []
-            endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in due}, _endpoint)
-            healths = _health_of(c, set(endpoints))
-            admission = Admission(policy, now, lease_seconds, healths)
-            chosen, disabled, held_back = _admit(due, endpoints, admission)
-            if held_back and len(due) == policy.limit and admission.total < policy.limit:
-                # The oldest due tasks include some that must wait (busy endpoint, rate
-                # limit, open circuit): look for the others endpoint by endpoint, so that
-                # a blocked endpoint's backlog never holds up anybody else's.
-                more = _waiting_elsewhere(c, now, admission, endpoints, healths, chosen)
-                chosen = sorted(chosen + more, key=lambda r: r[5])
+            # Endpoints known to be unable to send now: full at this claimer, circuit open,
+            # bucket empty. With none, the oldest due tasks are read in due order (the common
+            # case, one range read); otherwise per endpoint, so that a blocked endpoint's
+            # backlog at the head of the queue is never read, let alone held up anybody else.
+            blocked = {e for e, n in policy.in_flight.items() if n >= policy.endpoint_slots}
+            blocked.update(e for (e,) in c.execute(Q["claim_blocked_endpoints"], {"now": now}))
+            endpoints: dict[str, Endpoint] = {}
+            admission = Admission(policy, now, lease_seconds, {})
+            disabled: list[_Due] = []
+            if blocked:
+                chosen = _per_endpoint(c, now, admission, endpoints, [], blocked, disabled)
+            else:
+                # Select in due order, then lease: UPDATE ... RETURNING would hand rows back
+                # in key order, and the claim order is the delivery order.
+                due = c.execute(Q["claim_select"], params).fetchall()
+                if not due:
+                    return []
+                endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in due}, _endpoint)
+                admission.learn(_health_of(c, set(endpoints)))
+                chosen, disabled, held_back = _admit(due, endpoints, admission)
+                if held_back and len(due) == policy.limit and admission.total < policy.limit:
+                    # something in the batch had to wait after all: look past it
+                    more = _per_endpoint(
+                        c, now, admission, endpoints, chosen, admission.blocked(), disabled
+                    )
+                    chosen = chosen + more
+            chosen.sort(key=lambda r: r[5])
             for msg_id, endpoint_id, _, lease, *_ in disabled:  # nothing would ever send them
                 c.execute(Q["delivery_fail_disabled_unleased"], (now, msg_id, endpoint_id, lease))
             if not chosen:
@@ -687,49 +703,68 @@ def _admit(
     return chosen, disabled, held_back
 
 
-def _waiting_elsewhere(
+def _per_endpoint(
     c: sqlite3.Connection,
     now: float,
     admission: Admission,
     endpoints: dict[str, Endpoint],
-    healths: dict[str, EndpointHealth],
     chosen: list[_Due],
+    blocked: set[str],
+    disabled: list[_Due],
 ) -> list[_Due]:
-    """Due tasks of endpoints that may still send, found per endpoint, oldest endpoint first.
+    """Due tasks of the endpoints that may send, read endpoint by endpoint.
 
-    Costs one index seek per endpoint with waiting work (``claim_waiting_endpoints``), then one
-    short range read per endpoint that gets tasks; the blocked endpoints' rows are not read.
+    Costs one index seek per endpoint with waiting work (``claim_waiting_endpoints``, a skip
+    scan), then one short range read per endpoint that gets tasks; the blocked endpoints' rows
+    are not read at all. The batch is shared out fairly first (an equal share each, oldest
+    endpoint first), then what is left goes to those that have more.
     """
-    blocked = admission.blocked()
     waiting = sorted(
         (first_due, endpoint_id)
         for endpoint_id, first_due in c.execute(Q["claim_waiting_endpoints"])
         if first_due is not None and first_due <= now and endpoint_id not in blocked
     )
+    if not waiting:
+        return []
     unknown = {e for _, e in waiting if e not in endpoints}
     if unknown:
         endpoints.update(_by_id(c, "endpoints", ENDPOINT_COLUMNS, unknown, _endpoint))
-        found = _health_of(c, unknown)
-        healths.update(found)
-        admission.learn(found)
-    taken = {(r[0], r[1]) for r in chosen}
-    more: list[_Due] = []
+        admission.learn(_health_of(c, unknown))
+    active: list[Endpoint] = []
     for _, endpoint_id in waiting:
         endpoint = endpoints.get(endpoint_id)
-        if endpoint is None or endpoint.disabled:
-            continue  # the fast path fails those when they reach the head
-        room = admission.remaining(endpoint)
-        if room <= 0:
-            if admission.total >= admission.limit:
-                break
+        if endpoint is None:
             continue
-        rows = c.execute(
-            Q["claim_select_endpoint"],
-            {"endpoint_id": endpoint_id, "now": now, "limit": room + len(taken)},
-        ).fetchall()
-        for row in rows:
-            if (row[0], row[1]) not in taken and admission.admit(endpoint):
-                more.append(row)
+        if endpoint.disabled:
+            disabled.extend(
+                c.execute(
+                    Q["claim_select_endpoint"],
+                    {"endpoint_id": endpoint_id, "now": now, "limit": admission.limit},
+                ).fetchall()
+            )
+        else:
+            active.append(endpoint)
+    taken = {(r[0], r[1]) for r in chosen}
+    more: list[_Due] = []
+    share = max(1, -(-(admission.limit - admission.total) // max(1, len(active))))
+    for fair in (True, False):
+        for endpoint in active:
+            room = admission.remaining(endpoint)
+            if fair:
+                room = min(room, share)
+            if room <= 0:
+                if admission.total >= admission.limit:
+                    return more
+                continue
+            rows = c.execute(
+                Q["claim_select_endpoint"],
+                {"endpoint_id": endpoint.id, "now": now, "limit": room + len(taken)},
+            ).fetchall()
+            for row in rows:
+                key = (row[0], row[1])
+                if key not in taken and admission.admit(endpoint):
+                    taken.add(key)
+                    more.append(row)
     return more
 
 
@@ -738,8 +773,14 @@ def _health_of(c: sqlite3.Connection, endpoint_ids: set[str]) -> dict[str, Endpo
 
 
 def _store_health(c: sqlite3.Connection, healths: Sequence[EndpointHealth]) -> None:
-    if healths:
-        c.executemany(Q["health_upsert"], [_health_row(h) for h in healths])
+    # Back to the default state (healthy, no bucket): the row goes, so that the table holds
+    # only the endpoints that are failing or rate limited, which every claim reads.
+    gone = [(h.endpoint_id,) for h in healths if h == EndpointHealth(endpoint_id=h.endpoint_id)]
+    kept = [_health_row(h) for h in healths if h != EndpointHealth(endpoint_id=h.endpoint_id)]
+    if gone:
+        c.executemany(Q["health_reset"], gone)
+    if kept:
+        c.executemany(Q["health_upsert"], kept)
 
 
 def _health_row(h: EndpointHealth) -> dict[str, Any]:

@@ -60,6 +60,10 @@ CHECKPOINT_BUSY_TIMEOUT_MS = 200
 # What a WAL that restarted by itself is cut back to; below WAL_TRUNCATE_BYTES, or every tick
 # after a restart would truncate again.
 JOURNAL_SIZE_LIMIT_BYTES = 16 * MIB
+# How long writes must succeed without a refusal before the store counts as writable again. On
+# a full disk each checkpoint that lets the WAL restart lets a few writes through (into space
+# the WAL file already has), which would otherwise log a recovery every CHECKPOINT_SECONDS.
+RECOVERED_AFTER_SECONDS = 5.0
 
 QUEUE_FULL = "queue_full"
 # SQLite primary result codes that mean "cannot write now", not "this write is wrong".
@@ -168,6 +172,7 @@ class Writer:
         self._flusher: asyncio.Task[None] | None = None
         self._unwritable: str | None = None  # why writes are refused, while they are
         self._unwritable_since = 0.0
+        self._recovering_since: float | None = None  # writes succeed again since then
         self._refused = 0  # writes refused since the store became unwritable
 
     async def start(self) -> None:
@@ -235,6 +240,7 @@ class Writer:
         assert conn is not None, "writer used before start()"
         if conn.in_transaction:  # the ROLLBACK after an earlier failure did not go through
             await self._abandon(loop, conn)
+        changes = conn.total_changes
         try:
             await _begin(conn)
         except Exception as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT_MS
@@ -254,7 +260,9 @@ class Writer:
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
             await self._abandon(loop, conn)
             return self._failed(ops, exc, committing=True)
-        self._committed()
+        # Only a commit that wrote rows shows there is room: an empty one (a claim that found
+        # nothing due) commits even on a full disk.
+        self._committed(wrote=conn.total_changes > changes)
         return outcomes
 
     async def _abandon(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection) -> None:
@@ -290,13 +298,16 @@ class Writer:
         A full queue gives way to a failing store as the reason, not the other way round, so a
         full disk under load does not flip the logged reason with every batch.
         """
+        now = time.monotonic()
+        self._settle(now)
         self._refused += count
+        self._recovering_since = None
         if self._unwritable is not None and (
             self._unwritable != QUEUE_FULL or reason == QUEUE_FULL
         ):
             return
         if self._unwritable is None:
-            self._unwritable_since = time.monotonic()
+            self._unwritable_since = now
         self._unwritable = reason
         log.error(
             "store_unwritable",
@@ -305,20 +316,33 @@ class Writer:
             error=None if exc is None else str(exc),
         )
 
-    def _committed(self) -> None:
+    def _committed(self, *, wrote: bool) -> None:
         # The queue only grows while a transaction runs, so if it filled up again meanwhile,
         # writes are still being refused: the queue_full episode goes on.
-        if self._unwritable is None or (
-            self._unwritable == QUEUE_FULL and len(self._queue) >= MAX_QUEUED_WRITES
+        if (
+            self._unwritable is None
+            or not wrote
+            or (self._unwritable == QUEUE_FULL and len(self._queue) >= MAX_QUEUED_WRITES)
         ):
+            return
+        now = time.monotonic()
+        if self._recovering_since is None:
+            self._recovering_since = now
+        self._settle(now)
+
+    def _settle(self, now: float) -> None:
+        """Log the recovery once writes have succeeded for ``RECOVERED_AFTER_SECONDS``."""
+        since = self._recovering_since
+        if self._unwritable is None or since is None or now - since < RECOVERED_AFTER_SECONDS:
             return
         log.info(
             "store_writable",
             was=self._unwritable,
             refused=self._refused,
-            unwritable_seconds=round(time.monotonic() - self._unwritable_since, 1),
+            unwritable_seconds=round(since - self._unwritable_since, 1),
         )
         self._unwritable = None
+        self._recovering_since = None
         self._refused = 0
 
     async def close(self) -> None:

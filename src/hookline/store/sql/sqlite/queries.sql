@@ -30,6 +30,10 @@ SELECT id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at
 FROM applications WHERE org_id = ? AND (id = ? OR uid = ?)
 ORDER BY id = ? DESC LIMIT 1
 
+-- name: app_by_id
+SELECT id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at
+FROM applications WHERE id = ?
+
 -- name: attempts_delete_app
 DELETE FROM attempts
 WHERE app_id = :app_id
@@ -112,6 +116,15 @@ VALUES (?, ?, ?, 1, 0, ?, 0, 0, ?, ?)
 SELECT msg_id, endpoint_id, attempts, lease, trigger, due_at FROM deliveries
 WHERE status IN (1, 3) AND due_at <= :now
 ORDER BY due_at LIMIT :limit
+
+-- Endpoints that may send nothing now: circuit open and cooling down, or rate-limit bucket
+-- below one token (keep in step with circuit.admits and ratelimit.allowance).
+-- name: claim_blocked_endpoints
+SELECT h.endpoint_id FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
+WHERE (h.circuit_open = 1 AND h.paused_until > :now)
+    OR (h.tokens IS NOT NULL AND coalesce(e.rate_limit, e.throttle_rate) > 0
+        AND h.tokens + max(0, :now - h.tokens_at) * coalesce(e.rate_limit, e.throttle_rate)
+            < 0.9999)
 
 -- The endpoints with waiting work and when their oldest task is due: a skip scan over
 -- deliveries_waiting, one index seek per endpoint however many tasks each one has queued.

@@ -6,6 +6,7 @@ import json
 import re
 
 import httpx
+import pytest
 
 from hookline import signing
 from hookline.app import Hookline
@@ -338,3 +339,14 @@ async def test_health_answers_503_when_the_database_is_gone(
     resp = await anon.get("/api/v1/health")
     body = assert_error(resp, 503, "unavailable")
     assert "disk gone" not in body["detail"]  # the cause is named, internals are not echoed
+
+
+async def test_requests_past_the_in_flight_bound_answer_503_with_retry_after(
+    hl: Hookline, anon: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hookline.api as api_module
+
+    monkeypatch.setattr(api_module, "MAX_REQUESTS_IN_FLIGHT", 0)
+    resp = await anon.get("/api/v1/health")
+    assert_error(resp, 503, "unavailable")
+    assert resp.headers["retry-after"] == "1"

@@ -27,6 +27,9 @@ from hookline.api import (  # noqa: F401  (importing a resource module registers
 if TYPE_CHECKING:
     from hookline.api.services import Services
 
+# Requests this API process works on at once; more are answered 503 with Retry-After.
+MAX_REQUESTS_IN_FLIGHT = 2048
+
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>hookline API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
@@ -81,16 +84,36 @@ class _IngestFirst:
     def __init__(self, app: Starlette, ingest: ASGIApp) -> None:
         self._app = app
         self._ingest = ingest
+        self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = self._PATH.fullmatch(scope["path"])
-            if match is not None:
-                scope["app"] = self._app
-                scope["path_params"] = {"app_id": match.group(1)}
-                await self._ingest(scope, receive, send)
-                return
-        await self._app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
+            # Each request in flight holds its body (up to max_payload_bytes) and a slot in the
+            # store's writer queue: past this many, answer at once rather than queue them all.
+            await http.error_response(_Busy())(scope, receive, send)
+            return
+        self._in_flight += 1
+        try:
+            if scope["method"] == "POST":
+                match = self._PATH.fullmatch(scope["path"])
+                if match is not None:
+                    scope["app"] = self._app
+                    scope["path_params"] = {"app_id": match.group(1)}
+                    await self._ingest(scope, receive, send)
+                    return
+            await self._app(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+
+class _Busy(errors.Unavailable):
+    def __init__(self) -> None:
+        super().__init__(
+            f"More than {MAX_REQUESTS_IN_FLIGHT} requests in flight; retry later", retry_after=1
+        )
 
 
 class _NoRoute(errors.NotFound):

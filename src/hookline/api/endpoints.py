@@ -27,7 +27,7 @@ from hookline.api.schemas import (
     RecoverIn,
     RecoverOut,
 )
-from hookline.models import Endpoint, SigningKey
+from hookline.models import Application, Endpoint, SigningKey
 
 TAG = "Endpoint"
 DEFAULT_GRACE_SECONDS = 24 * 3600  # an old secret keeps signing this long after a rotation
@@ -126,6 +126,18 @@ def _check_secret(secret: str) -> str:
     return secret if secret.startswith("whsec_") else "whsec_" + secret
 
 
+async def _announce(call: Call, change: str, ep: Endpoint, app: Application | None = None) -> None:
+    """Tell the operational webhooks (when configured) about a change already committed."""
+    hook = call.api.on_endpoint_change
+    if hook is None:
+        return
+    if app is None:
+        app = await call.api.store.get_app(call.org_id, ep.app_id)
+        if app is None:  # deleted meanwhile: nothing left to report about
+            return
+    await hook(change, app, ep)
+
+
 def _types_field(body: EndpointIn | EndpointUpdate | EndpointPatch) -> tuple[Any, str]:
     if body.event_types is not UNSET and body.event_types is not None:
         return body.event_types, "eventTypes"
@@ -176,6 +188,7 @@ async def create_endpoint(call: Call, body: EndpointIn) -> object:
         updated_at=now,
     )
     await call.api.store.create_endpoint(ep)
+    await _announce(call, "created", ep, app)
     return out(ep)
 
 
@@ -210,6 +223,7 @@ async def update_endpoint(call: Call, body: EndpointUpdate) -> object:
         updated_at=time.time(),
     )
     await call.api.store.update_endpoint(updated)
+    await _announce(call, "updated", updated)
     return out(updated)
 
 
@@ -243,6 +257,7 @@ async def patch_endpoint(call: Call, body: EndpointPatch) -> object:
             changes[name] = value
     updated = msgspec.structs.replace(ep, **changes, updated_at=time.time())
     await call.api.store.update_endpoint(updated)
+    await _announce(call, "updated", updated)
     return out(updated)
 
 
@@ -250,7 +265,8 @@ async def patch_endpoint(call: Call, body: EndpointPatch) -> object:
 async def delete_endpoint(call: Call) -> None:
     """Delete an endpoint; its pending deliveries are dropped, its attempts kept."""
     ep = await load(call)
-    await call.api.store.delete_endpoint(ep.app_id, ep.id)
+    if await call.api.store.delete_endpoint(ep.app_id, ep.id):
+        await _announce(call, "deleted", ep)
 
 
 @route("GET", "/app/{app_id}/endpoint/{endpoint_id}/secret", response=EndpointSecretOut, tag=TAG)

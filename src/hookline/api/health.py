@@ -6,15 +6,10 @@ from hookline import errors
 from hookline.api.http import Call, route
 
 
-class Unavailable(errors.HooklineError):
-    status = 503
-    code = "unavailable"
-
-
 @route("GET", "/health", status=204, auth=False, tag="Health")
 async def health(call: Call) -> None:
     """204 when the API can reach its database, 503 otherwise."""
     try:
         await call.api.store.ping()
     except Exception as exc:
-        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
+        raise errors.Unavailable(f"database unreachable: {type(exc).__name__}") from None

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -33,6 +34,7 @@ MAX_LIMIT = 250
 DEFAULT_LIMIT = 50
 JSON = "application/json"
 
+log = structlog.get_logger("hookline.api")
 _encoder = msgspec.json.Encoder()
 _LOC = re.compile(r"`\$(.*)`$")
 
@@ -135,13 +137,8 @@ def route(
                 return error_response(exc)
             except Exception:
                 # A bug, not the client's doing: log it and answer in the API's shape rather than
-                # Starlette's plain-text 500. Imported here while the rest of this module is
-                # being reworked; belongs with the module's imports.
-                import structlog
-
-                structlog.get_logger("hookline.api").exception(
-                    "request_failed", method=method, route=path
-                )
+                # Starlette's plain-text 500.
+                log.exception("request_failed", method=method, route=path)
                 internal = {"code": "internal_error", "detail": "Internal server error"}
                 return Response(_encoder.encode(internal), 500, media_type=JSON)
 

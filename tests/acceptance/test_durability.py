@@ -35,7 +35,7 @@ FAST = {
     "HOOKLINE_ALLOWED_SUBNETS": "127.0.0.0/8",
     "HOOKLINE_LOG_LEVEL": "info",  # debug would log 2 lines per attempt; the tail is enough
     # One endpoint takes every message here, and its receiver hangs on purpose: neither the
-    # per-endpoint cap nor the circuit breaker (tests/acceptance/test_stress.py) may hold
+    # per-endpoint cap nor the circuit breaker (tests/acceptance/test_stress_isolation.py) may hold
     # deliveries back from what these tests crash and restart.
     "HOOKLINE_ENDPOINT_CONCURRENCY": "512",
     "HOOKLINE_CIRCUIT_FAILURES": "100000",

@@ -106,7 +106,8 @@ async def guard(call: Call, raw: bytes, run: Callable[[], Awaitable[Response]]) 
         current.reset(token)
     if pending.committed:
         return response
-    if response.status_code >= 500:
+    if response.status_code >= 500 or response.status_code == 429:
+        # "Retry later" is not an answer to keep: the retry with the same key must run.
         await store.idempotency_release(key)
     else:
         await store.idempotency_finish(pending.write(response.status_code, bytes(response.body)))

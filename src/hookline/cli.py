@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from hookline import app, settings
+from hookline import app, operational, settings
 from hookline.bench import report as bench_report
 from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
 
@@ -140,6 +140,10 @@ def token() -> None:
 @click.pass_obj
 def token_create(s: settings.Settings, org: str, name: str) -> None:
     """Create a token and print it (only its hash is stored)."""
+    if org == operational.ORG_NAME:
+        raise click.BadParameter(
+            "this organisation is reserved for hookline itself", param_hint="--org"
+        )
 
     async def main_() -> str:
         async with app.opened(s) as hl:

@@ -177,6 +177,7 @@ def classify(
         next_status=next_status,
         next_attempt_at=next_at,
         disable_endpoint=decision.outcome is retry.Outcome.DISABLE,
+        attempt_number=attempt_no,
     )
 
 

@@ -177,6 +177,7 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     next_status: MessageStatus
     next_attempt_at: float | None
     disable_endpoint: bool = False
+    attempt_number: int = 0  # 1 for the first attempt of the task (0: not known)
 
 
 class EndpointStats(msgspec.Struct, frozen=True, kw_only=True):

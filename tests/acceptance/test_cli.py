@@ -146,6 +146,22 @@ def test_token_create_works_before_the_first_start(tmp_path: Path) -> None:
     assert token.encode() not in _database_bytes(db)
 
 
+def test_token_create_refuses_the_organisation_reserved_for_operational_webhooks(
+    tmp_path: Path,
+) -> None:
+    done = hookline(
+        "token",
+        "create",
+        "--org",
+        "_hookline_operational",
+        env=_env(tmp_path / "h.db"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "reserved" in done.stderr
+    assert not TOKEN.search(done.stdout)
+
+
 # migrate -----------------------------------------------------------------------------------------
 
 

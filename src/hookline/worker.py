@@ -34,8 +34,8 @@ from hookline.wakeup import Wakeup
 
 CLAIM_BATCH = 256  # tasks per claim transaction
 IDLE_POLL_SECONDS = 0.02  # how often an idle worker looks for work another process queued
-# While the oldest due work must wait (busy endpoint, rate limit, open circuit), claim again at
-# most this often unless new work is signalled: each such claim finds nothing new to send.
+# While the oldest due work must wait (rate limit, open circuit), claim again at most this
+# often unless new work is signalled (ingest, or a full endpoint's slot coming free).
 HELD_BACK_POLL_SECONDS = 0.05
 COALESCE_SECONDS = 0.002  # wait this long to batch claims and outcomes (adds ≤ 2 ms latency)
 ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
@@ -99,11 +99,16 @@ class Worker:
         claim = self._inflight.pop(task, None)
         if claim is not None:
             endpoint_id = claim.endpoint.id
-            left = self._per_endpoint.get(endpoint_id, 1) - 1
-            if left > 0:
-                self._per_endpoint[endpoint_id] = left
+            held = self._per_endpoint.get(endpoint_id, 1)
+            if held > 1:
+                self._per_endpoint[endpoint_id] = held - 1
             else:
                 self._per_endpoint.pop(endpoint_id, None)
+            if held >= self._settings.endpoint_concurrency:
+                # The endpoint was full, so the last claim may have held its work back: claim
+                # again now rather than at the next held-back poll, or a busy endpoint with a
+                # fast receiver would be served one batch of slots per poll.
+                self._wakeup.notify()
         if self._settings.worker_concurrency - len(self._inflight) >= self._refill_at:
             self._room.set()
 

@@ -11,6 +11,7 @@ for what arrives. Every request is recorded; each path answers from its script::
         rx.script(rx.new_path("slow"), then=Reply(200, delay=1.0))
         ...
         first, second, third = rx.wait_for(path, 3, timeout=10)
+        rx.inflight(path)                            # handlers of path still running (a delay)
 
 Paths without a script answer 200. Tests share one hookline server, so each test uses fresh
 paths (``new_path``) and never mistakes another test's late retry for its own delivery.
@@ -77,6 +78,8 @@ class Receiver:
         self._cond = threading.Condition()
         self._requests: list[Recorded] = []
         self._scripts: dict[str, _Script] = {}
+        self._running: collections.Counter[str] = collections.Counter()  # path -> handlers
+        self._finished: list[tuple[str, float]] = []  # (path, time.monotonic() at the end)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
@@ -140,6 +143,14 @@ class Receiver:
             loop.run_forever()
         finally:
             loop.run_until_complete(runner.cleanup())
+            # Handlers whose client has gone are not the runner's any more (a crashed or
+            # stopped sender's requests, still in their scripted delay): end them here, or
+            # closing the loop destroys them pending.
+            leftover = asyncio.all_tasks(loop)
+            if leftover:
+                for task in leftover:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(leftover))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -211,6 +222,25 @@ class Receiver:
                     return
                 self._cond.wait(left)
 
+    def inflight(self, path: str | None = None) -> int:
+        """Requests (to ``path`` only, when given) whose handler is still running.
+
+        A handler runs from arrival until its scripted delay is over, even when the client has
+        gone meanwhile (aiohttp does not cancel handlers on disconnect): a crashed sender's
+        requests stay in flight here until their delay ends.
+        """
+        with self._cond:
+            return self._running[path] if path is not None else sum(self._running.values())
+
+    def finished_since(self, at: float, path: str | None = None) -> int:
+        """Requests (to ``path`` only, when given) whose handler ended at or after ``at``.
+
+        ``at`` is a ``time.monotonic()`` reading; a handler ends when it returns its answer
+        (or is cancelled), which is not proof that the client read the answer.
+        """
+        with self._cond:
+            return sum(1 for p, end in self._finished if end >= at and (path is None or p == path))
+
     def _summary(self) -> dict[str, int]:
         return dict(collections.Counter(r.path for r in self._requests))
 
@@ -237,7 +267,14 @@ class Receiver:
                     status=reply.status,
                 )
             )
+            self._running[request.path] += 1
             self._cond.notify_all()
-        if reply.delay > 0:
-            await asyncio.sleep(reply.delay)
-        return web.Response(status=reply.status, text=reply.body, headers=dict(reply.headers))
+        try:
+            if reply.delay > 0:
+                await asyncio.sleep(reply.delay)
+            return web.Response(status=reply.status, text=reply.body, headers=dict(reply.headers))
+        finally:
+            with self._cond:
+                self._running[request.path] -= 1
+                self._finished.append((request.path, time.monotonic()))
+                self._cond.notify_all()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import aiohttp
 import structlog
 
-from hookline import circuit, delivery, egress
+from hookline import circuit, delivery, egress, errors
 from hookline.models import (
     Claim,
     ClaimPolicy,
@@ -137,6 +137,12 @@ class Worker:
                 claims = await self._store.claim_due(
                     self._last_claim_at, policy, settings.lease_seconds
                 )
+            except errors.Unavailable as exc:
+                # expected while the disk is full or the lock is held: the store logged the
+                # episode once; a traceback a second would bury it
+                log.warning("claim_failed", reason=str(exc.detail))
+                await _wait(stop, ERROR_BACKOFF_SECONDS)
+                continue
             except Exception:
                 log.exception("claim_failed")
                 await _wait(stop, ERROR_BACKOFF_SECONDS)
@@ -269,8 +275,11 @@ class Worker:
                 batch, self._completed = self._completed, []
                 try:
                     events = await self._store.complete(batch, self._clock(), self._circuit)
-                except Exception:
-                    log.exception("record_failed", attempts=len(batch))
+                except Exception as exc:
+                    if isinstance(exc, errors.Unavailable):
+                        log.warning("record_failed", attempts=len(batch), reason=str(exc.detail))
+                    else:
+                        log.exception("record_failed", attempts=len(batch))
                     await asyncio.sleep(ERROR_BACKOFF_SECONDS)
                     continue
                 _log_changes(batch, events)

@@ -22,6 +22,13 @@ from hookline.store import sqlite_writer
 from hookline.store.sqlite import SqliteStore
 
 KIB = 1024
+ROOMY_PAGES = 1_073_741_823  # SQLite's default max_page_count
+
+
+@pytest.fixture(autouse=True)
+def prompt_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log ``store_writable`` at the first successful write (the hysteresis has its own test)."""
+    monkeypatch.setattr(sqlite_writer, "RECOVERED_AFTER_SECONDS", 0.0)
 
 
 @pytest.fixture
@@ -68,6 +75,20 @@ def _message(app: Application, payload_bytes: int) -> Message:
         payload=payload,
         created_at=time.time(),
     )
+
+
+async def _limit_pages(store: SqliteStore, pages: int | None = None) -> None:
+    """Let the database grow by no more pages (the default), or to ``pages``.
+
+    max_page_count makes SQLite answer SQLITE_FULL ("database or disk is full") as soon as a
+    statement needs a page beyond it, the way a full disk does.
+    """
+
+    def limit(c: sqlite3.Connection) -> None:
+        count = c.execute("PRAGMA page_count").fetchone()[0] if pages is None else pages
+        c.execute(f"PRAGMA max_page_count = {count}")
+
+    await store._writer.run(limit)
 
 
 async def test_writes_beyond_the_queue_bound_are_refused_at_once(
@@ -151,10 +172,7 @@ async def test_a_full_database_refuses_writes_until_there_is_room_again(
     store: SqliteStore, path: Path
 ) -> None:
     app = await _app(store)
-    pages = await store._writer.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-    # max_page_count makes SQLite answer SQLITE_FULL ("database or disk is full") as soon as
-    # a statement needs a new page, the way a full disk does.
-    await store._writer.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    await _limit_pages(store)
     big = _message(app, 64 * KIB)
 
     with capture_logs() as logs:
@@ -172,7 +190,7 @@ async def test_a_full_database_refuses_writes_until_there_is_room_again(
         assert await store.get_message(app.id, big.id) is None
 
         # room again (space returned): the same writes succeed on the same connection
-        await store._writer.run(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+        await _limit_pages(store, ROOMY_PAGES)
         assert await store.create_message(big) == 0
         await store.ensure_org("globex", time.time())
 
@@ -186,6 +204,28 @@ async def test_a_full_database_refuses_writes_until_there_is_room_again(
     assert events[0]["reason"] == "disk_full"
     assert events[0]["sqlite_error"] == "SQLITE_FULL"
     assert events[1]["refused"] == 6
+
+
+async def test_writes_that_get_through_between_refusals_do_not_end_the_episode(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "RECOVERED_AFTER_SECONDS", 0.3)
+    app = await _app(store)
+    big = 64 * KIB
+    with capture_logs() as logs:
+        for _ in range(3):  # a full disk where now and then a write fits
+            await _limit_pages(store)
+            with pytest.raises(errors.Unavailable):
+                await store.create_message(_message(app, big))
+            await _limit_pages(store, ROOMY_PAGES)
+            await store.create_message(_message(app, big))
+        assert [e["event"] for e in _store_events(logs)] == ["store_unwritable"]
+
+        await asyncio.sleep(0.3)  # writes keep succeeding: now the store has recovered
+        await store.create_message(_message(app, 16))
+    events = _store_events(logs)
+    assert [e["event"] for e in events] == ["store_unwritable", "store_writable"]
+    assert events[1]["refused"] == 3
 
 
 async def _fill_wal(store: SqliteStore, app: Application, nbytes: int) -> None:

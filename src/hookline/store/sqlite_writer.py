@@ -21,7 +21,10 @@ past that size a tick also runs a TRUNCATE checkpoint, which waits up to
 no read transaction (here or in another process) stays open across consecutive ticks; a reader
 that does so defers the truncate and the WAL grows until it ends. After a WAL restarts by
 itself (the checkpoints caught up), ``journal_size_limit`` cuts the file back to
-``JOURNAL_SIZE_LIMIT_BYTES``.
+``JOURNAL_SIZE_LIMIT_BYTES``. Measured with ``hookline bench --scenario slow-endpoints --count
+60000`` (2 of 10 endpoints hang; 2,800-5,300 messages/s ingested on 2 vCPUs): the WAL peaked at
+96-114 MiB, truncated about every 2 s, each truncate holding writes back for 40-130 ms; with
+PASSIVE checkpoints alone it reached 377-565 MiB and was still growing when ingest ended.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ MIB = 1024 * 1024
 CHECKPOINT_SECONDS = 1.0  # how often the WAL is copied back into the database file
 BUSY_TIMEOUT_MS = 10_000  # another process (hookline api + worker) may hold the write lock
 # Writes waiting for the next transaction, beyond the batch committing now. The number is a
-# time bound, not a memory one: at the measured 3,000-5,500 writes/s (docs/benchmarks.md) a full
-# queue is 2-3 s of writer work, so a write that gets in is answered well within a client's
-# timeout, and one that does not is told to retry instead of waiting longer still. Healthy load
-# (the benchmark keeps 64 requests in flight) never comes near it.
+# time bound: at the 3,000-5,500 messages/s measured in docs/benchmarks.md a full queue is 2-3 s
+# of writer work, so a write that gets in is answered well within a client's timeout, and one
+# that does not is told to retry instead of waiting longer still. Healthy load (the benchmark
+# keeps 64 requests in flight) never comes near it. As a memory bound it is loose: each queued
+# write holds its payload, up to max_payload_bytes.
 MAX_QUEUED_WRITES = 10_000
 # Under continuous writes PASSIVE checkpoints never catch up, so the WAL never restarts: that is
 # how it reached 546 MB in a 60 s blast with a slow receiver. Past this size a tick truncates it.
@@ -439,7 +443,7 @@ class Checkpointer:
     def _wal_bytes(self) -> int:
         try:
             return os.stat(f"{self.path}-wal").st_size
-        except FileNotFoundError:
+        except OSError:  # none yet; anything else must not end the checkpoint task
             return 0
 
     def _checkpoint(self, mode: str) -> bool:

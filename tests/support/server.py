@@ -1,4 +1,4 @@
-"""Run ``hookline serve`` as a subprocess, the way an operator does, for tests on real sockets.
+"""Run ``hookline serve`` (or ``api`` / ``worker``) as a subprocess, the way an operator does.
 
 ::
 
@@ -9,9 +9,16 @@
     server.start()          # again, on the same database and port
     server.kill()           # SIGKILL: a crash
 
+The split topology is several processes on one database directory, sharing the token::
+
+    api = HooklineServer(data_dir, command="api").start()
+    worker = HooklineServer(data_dir, command="worker", token=api.token, name="worker-1").start()
+
+A worker listens on no port: ``start`` returns once it logged ``worker_started``.
+
 Settings come from ``HOOKLINE_*`` variables only: inherited ones are dropped so a developer's
-shell cannot change what the tests run against. Output goes to a log file next to the database;
-failures quote its tail.
+shell cannot change what the tests run against. Output goes to a log file next to the database
+(one per process); failures quote its tail.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 15.0  # a graceful stop waits for in-flight deliveries (request timeout)
 HEALTH_POLL_SECONDS = 0.05
+COMMANDS = ("serve", "api", "worker")
+WORKER_STARTED = '"worker_started"'  # the event of the log line Worker.run writes first
 LOG_TAIL_CHARS = 6000
 
 # Fast, loopback-friendly delivery: two retries 0.2 s apart (+/-20 % jitter) and a short timeout.
@@ -50,20 +59,35 @@ class ServerFailed(RuntimeError):
 
 
 class HooklineServer:
-    """One ``hookline serve`` process on a free loopback port and a database in ``data_dir``.
+    """One ``hookline <command>`` process on a free loopback port and a database in ``data_dir``.
 
-    ``env`` overrides or adds ``HOOKLINE_*`` settings on top of ``TEST_SETTINGS``.
+    ``command`` is ``serve`` (API and worker), ``api`` or ``worker``; processes meant to share a
+    database get the same ``data_dir`` and ``token``. ``name`` names the log file
+    (``<name>.log``; default ``hookline`` for ``serve``, else ``hookline-<command>``), so give
+    two workers on one directory different names. ``env`` overrides or adds ``HOOKLINE_*``
+    settings on top of ``TEST_SETTINGS``; an empty value restores hookline's own default.
     """
 
     def __init__(
-        self, data_dir: Path, *, token: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        token: str | None = None,
+        env: Mapping[str, str] | None = None,
+        command: str = "serve",
+        name: str | None = None,
     ) -> None:
+        if command not in COMMANDS:
+            raise ValueError(f"command must be one of {COMMANDS}, not {command!r}")
+        self.command = command
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "hookline.db"
-        self.log_path = data_dir / "hookline.log"
+        if name is None:
+            name = "hookline" if command == "serve" else f"hookline-{command}"
+        self.log_path = data_dir / f"{name}.log"
         self.token = token or "hl_test_" + secrets.token_urlsafe(24)
-        self.port = free_port()
+        self.port = free_port()  # a worker binds nothing, but the setting must parse
         self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -93,7 +117,7 @@ class HooklineServer:
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = STARTUP_TIMEOUT_SECONDS) -> HooklineServer:
-        """Start the process and wait until it is healthy; raise ``ServerFailed`` otherwise."""
+        """Start the process and wait until it is healthy (a worker: running), else raise."""
         if self.running:
             raise ServerFailed("hookline is already running")
         self.starts += 1
@@ -103,7 +127,7 @@ class HooklineServer:
             self._log_offset = log.tell()
             # The child keeps its own copy of the descriptor; ours closes with this block.
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "hookline", "serve"],
+                [sys.executable, "-m", "hookline", self.command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -111,7 +135,10 @@ class HooklineServer:
                 cwd=self.data_dir,
             )
         try:
-            self._wait_healthy(timeout)
+            if self.command == "worker":
+                self._wait_worker_started(timeout)
+            else:
+                self._wait_healthy(timeout)
         except BaseException:
             self.kill()
             raise
@@ -142,6 +169,23 @@ class HooklineServer:
                     )
                 time.sleep(HEALTH_POLL_SECONDS)
 
+    def _wait_worker_started(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while WORKER_STARTED not in self.output():
+            code = self._proc.poll()
+            if code is not None:
+                raise ServerFailed(
+                    f"hookline worker exited with status {code} during startup\n"
+                    f"{self.output_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"hookline worker did not log worker_started within {timeout:g} s\n"
+                    f"{self.output_tail()}"
+                )
+            time.sleep(HEALTH_POLL_SECONDS)
+
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
         """SIGTERM and wait for the graceful drain; return the exit status (None if not running).
 
@@ -157,7 +201,8 @@ class HooklineServer:
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise ServerFailed(
-                    f"hookline did not stop within {timeout:g} s of SIGTERM\n{self.output_tail()}"
+                    f"hookline {self.command} did not stop within {timeout:g} s of SIGTERM\n"
+                    f"{self.output_tail()}"
                 ) from None
         self._proc = None
         return proc.returncode
@@ -178,7 +223,7 @@ class HooklineServer:
         if self._proc is None or self._proc.poll() is not None:
             code = None if self._proc is None else self._proc.returncode
             raise ServerFailed(
-                f"hookline is not running (exit status {code})\n{self.output_tail()}"
+                f"hookline {self.command} is not running (exit status {code})\n{self.output_tail()}"
             )
 
     def __enter__(self) -> HooklineServer:
@@ -206,4 +251,6 @@ class HooklineServer:
         text = self.output()
         if len(text) > chars:
             text = "[...]" + text[-chars:]
-        return f"--- hookline output ({self.log_path}) ---\n{text}--- end of output ---"
+        return (
+            f"--- hookline {self.command} output ({self.log_path}) ---\n{text}--- end of output ---"
+        )

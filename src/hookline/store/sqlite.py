@@ -31,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import structlog
 
 from hookline import errors, ids
@@ -55,13 +54,13 @@ from hookline.models import (
     Org,
     Page,
     Release,
-    SigningKey,
     StoredResponse,
     Token,
     Trigger,
     routes_to,
 )
-from hookline.store import queries, sqlite_writer
+from hookline.store import queries, sqlite_rows, sqlite_writer
+from hookline.store import sqlite_claiming as claiming
 from hookline.store.base import (
     AttemptFilter,
     IdempotencyState,
@@ -75,30 +74,6 @@ Q = queries.load("sqlite")
 log = structlog.get_logger("hookline.sqlite")
 READER_THREADS = 4
 FOREVER = 1e18  # an upper bound for open time windows, in epoch seconds
-
-_json = msgspec.json.Encoder()
-_keys_decoder = msgspec.json.Decoder(tuple[SigningKey, ...])
-_str_map = msgspec.json.Decoder(dict[str, str])
-_str_tuple = msgspec.json.Decoder(tuple[str, ...])
-_any_map = msgspec.json.Decoder(dict[str, object])
-
-APP_COLUMNS = "id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at"
-ENDPOINT_COLUMNS = (
-    "id, app_id, uid, url, description, disabled, event_types, channels, rate_limit, "
-    "throttle_rate, metadata, headers, keys, created_at, updated_at"
-)
-EVENT_TYPE_COLUMNS = (
-    "org_id, name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at"
-)
-MESSAGE_COLUMNS = "id, app_id, event_type, event_id, channels, payload, created_at"
-HEALTH_COLUMNS = (
-    "endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing, "
-    "tokens, tokens_at"
-)
-ATTEMPT_COLUMNS = (
-    "id, msg_id, endpoint_id, app_id, url, status, response_status_code, response, "
-    "duration_ms, trigger, created_at"
-)
 
 
 def path_from_url(url: str) -> Path:
@@ -199,24 +174,30 @@ class SqliteStore:
 
     # applications ------------------------------------------------------------------------------
     async def create_app(self, app: Application) -> None:
-        await self._write(_conflict_on_unique(lambda c: c.execute(Q["app_insert"], _app_row(app))))
+        await self._write(
+            _conflict_on_unique(lambda c: c.execute(Q["app_insert"], sqlite_rows.app_row(app)))
+        )
 
     async def get_app(self, org_id: str, ref: str) -> Application | None:
         row = await self._read(
             lambda c: c.execute(Q["app_get"], (org_id, ref, ref, ref)).fetchone()
         )
-        return None if row is None else _app(row)
+        return None if row is None else sqlite_rows.app(row)
 
     async def find_app(self, app_id: str) -> Application | None:
         row = await self._read(lambda c: c.execute(Q["app_by_id"], (app_id,)).fetchone())
-        return None if row is None else _app(row)
+        return None if row is None else sqlite_rows.app(row)
 
     async def list_apps(self, org_id: str, page: Page) -> list[Application]:
-        rows = await self._page("applications", APP_COLUMNS, "org_id = ?", [org_id], "id", page)
-        return [_app(r) for r in rows]
+        rows = await self._page(
+            "applications", sqlite_rows.APP_COLUMNS, "org_id = ?", [org_id], "id", page
+        )
+        return [sqlite_rows.app(r) for r in rows]
 
     async def update_app(self, app: Application) -> None:
-        await self._write(_conflict_on_unique(lambda c: c.execute(Q["app_update"], _app_row(app))))
+        await self._write(
+            _conflict_on_unique(lambda c: c.execute(Q["app_update"], sqlite_rows.app_row(app)))
+        )
 
     async def delete_app(self, org_id: str, app_id: str) -> bool:
         def op(c: sqlite3.Connection) -> bool:
@@ -228,41 +209,45 @@ class SqliteStore:
 
     # event types -------------------------------------------------------------------------------
     async def create_event_type(self, event_type: EventType) -> None:
-        row = _event_type_row(event_type)
+        row = sqlite_rows.event_type_row(event_type)
         await self._write(_conflict_on_unique(lambda c: c.execute(Q["event_type_insert"], row)))
 
     async def get_event_type(self, org_id: str, name: str) -> EventType | None:
         row = await self._read(lambda c: c.execute(Q["event_type_get"], (org_id, name)).fetchone())
-        return None if row is None else _event_type(row)
+        return None if row is None else sqlite_rows.event_type(row)
 
     async def list_event_types(
         self, org_id: str, page: Page, include_archived: bool
     ) -> list[EventType]:
         where = "org_id = ?" if include_archived else "org_id = ? AND archived = 0"
-        rows = await self._page("event_types", EVENT_TYPE_COLUMNS, where, [org_id], "name", page)
-        return [_event_type(r) for r in rows]
+        rows = await self._page(
+            "event_types", sqlite_rows.EVENT_TYPE_COLUMNS, where, [org_id], "name", page
+        )
+        return [sqlite_rows.event_type(r) for r in rows]
 
     async def update_event_type(self, event_type: EventType) -> None:
-        row = _event_type_row(event_type)
+        row = sqlite_rows.event_type_row(event_type)
         await self._write(lambda c: c.execute(Q["event_type_update"], row))
 
     # endpoints ---------------------------------------------------------------------------------
     async def create_endpoint(self, endpoint: Endpoint) -> None:
-        row = _endpoint_row(endpoint)
+        row = sqlite_rows.endpoint_row(endpoint)
         await self._write(_conflict_on_unique(lambda c: c.execute(Q["endpoint_insert"], row)))
 
     async def get_endpoint(self, app_id: str, ref: str) -> Endpoint | None:
         row = await self._read(
             lambda c: c.execute(Q["endpoint_get"], (app_id, ref, ref, ref)).fetchone()
         )
-        return None if row is None else _endpoint(row)
+        return None if row is None else sqlite_rows.endpoint(row)
 
     async def list_endpoints(self, app_id: str, page: Page) -> list[Endpoint]:
-        rows = await self._page("endpoints", ENDPOINT_COLUMNS, "app_id = ?", [app_id], "id", page)
-        return [_endpoint(r) for r in rows]
+        rows = await self._page(
+            "endpoints", sqlite_rows.ENDPOINT_COLUMNS, "app_id = ?", [app_id], "id", page
+        )
+        return [sqlite_rows.endpoint(r) for r in rows]
 
     async def update_endpoint(self, endpoint: Endpoint) -> None:
-        row = _endpoint_row(endpoint)
+        row = sqlite_rows.endpoint_row(endpoint)
 
         def op(c: sqlite3.Connection) -> None:
             was = c.execute(Q["endpoint_disabled_get"], (endpoint.id, endpoint.app_id)).fetchone()
@@ -297,7 +282,7 @@ class SqliteStore:
         self, message: Message, idempotency: IdempotentWrite | None = None
     ) -> int:
         m = message
-        channels = None if m.channels is None else _json.encode(m.channels).decode()
+        channels = None if m.channels is None else sqlite_rows.encoder.encode(m.channels).decode()
 
         def op(c: sqlite3.Connection) -> int:
             if (
@@ -322,8 +307,8 @@ class SqliteStore:
                 )
                 if routes_to(
                     disabled,
-                    None if types is None else _str_tuple.decode(types),
-                    None if chans is None else _str_tuple.decode(chans),
+                    None if types is None else sqlite_rows.str_tuple.decode(types),
+                    None if chans is None else sqlite_rows.str_tuple.decode(chans),
                     m.event_type,
                     m.channels,
                 )
@@ -342,7 +327,7 @@ class SqliteStore:
         row = await self._read(
             lambda c: c.execute(Q["message_get"], (app_id, ref, ref, ref)).fetchone()
         )
-        return None if row is None else _message(row)
+        return None if row is None else sqlite_rows.message(row)
 
     async def list_messages(self, app_id: str, flt: MessageFilter, page: Page) -> list[Message]:
         where, args = ["app_id = ?"], [app_id]
@@ -353,8 +338,10 @@ class SqliteStore:
             where.append(f"event_type IN ({','.join('?' * len(flt.event_types))})")
             args.extend(flt.event_types)
         _time_window(where, args, flt.before, flt.after)
-        rows = await self._page("messages", MESSAGE_COLUMNS, " AND ".join(where), args, "id", page)
-        return [_message(r) for r in rows]
+        rows = await self._page(
+            "messages", sqlite_rows.MESSAGE_COLUMNS, " AND ".join(where), args, "id", page
+        )
+        return [sqlite_rows.message(r) for r in rows]
 
     # the delivery queue ------------------------------------------------------------------------
     def now(self) -> float:
@@ -379,21 +366,27 @@ class SqliteStore:
             blocked.update(e for (e,) in c.execute(Q["claim_blocked_endpoints"], {"now": now}))
             endpoints: dict[str, Endpoint] = {}
             admission = Admission(policy, now, lease_seconds, {})
-            disabled: list[_Due] = []
+            disabled: list[claiming.Due] = []
             if blocked:
-                chosen = _per_endpoint(c, now, admission, endpoints, [], blocked, disabled)
+                chosen = claiming.per_endpoint(c, now, admission, endpoints, [], blocked, disabled)
             else:
                 # Select in due order, then lease: UPDATE ... RETURNING would hand rows back
                 # in key order, and the claim order is the delivery order.
                 due = c.execute(Q["claim_select"], params).fetchall()
                 if not due:
                     return []
-                endpoints = _by_id(c, "endpoints", ENDPOINT_COLUMNS, {r[1] for r in due}, _endpoint)
-                admission.learn(_health_of(c, set(endpoints)))
-                chosen, disabled, held_back = _admit(due, endpoints, admission)
+                endpoints = sqlite_rows.by_id(
+                    c,
+                    "endpoints",
+                    sqlite_rows.ENDPOINT_COLUMNS,
+                    {r[1] for r in due},
+                    sqlite_rows.endpoint,
+                )
+                admission.learn(claiming.health_of(c, set(endpoints)))
+                chosen, disabled, held_back = claiming.admit(due, endpoints, admission)
                 if held_back and len(due) == policy.limit and admission.total < policy.limit:
                     # something in the batch had to wait after all: look past it
-                    more = _per_endpoint(
+                    more = claiming.per_endpoint(
                         c, now, admission, endpoints, chosen, admission.blocked(), disabled
                     )
                     chosen = chosen + more
@@ -401,15 +394,21 @@ class SqliteStore:
             for msg_id, endpoint_id, _, lease, *_ in disabled:  # nothing would ever send them
                 c.execute(Q["delivery_fail_disabled_unleased"], (now, msg_id, endpoint_id, lease))
             if not chosen:
-                _store_health(c, admission.changed())
+                claiming.store_health(c, admission.changed())
                 return []
             lease_until = now + lease_seconds
             c.executemany(
                 Q["claim_lease"],
                 [(lease_until, now, msg_id, endpoint_id) for msg_id, endpoint_id, *_ in chosen],
             )
-            _store_health(c, admission.changed())
-            messages = _by_id(c, "messages", MESSAGE_COLUMNS, {r[0] for r in chosen}, _message)
+            claiming.store_health(c, admission.changed())
+            messages = sqlite_rows.by_id(
+                c,
+                "messages",
+                sqlite_rows.MESSAGE_COLUMNS,
+                {r[0] for r in chosen},
+                sqlite_rows.message,
+            )
             return [
                 Claim(
                     message=messages[msg_id],
@@ -426,7 +425,7 @@ class SqliteStore:
     async def complete(
         self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
     ) -> list[HealthEvent]:
-        attempts = [_attempt_row(done.attempt) for done in completions]
+        attempts = [sqlite_rows.attempt_row(done.attempt) for done in completions]
         updates = [
             {
                 "status": int(done.next_status),
@@ -463,7 +462,7 @@ class SqliteStore:
                     and c.execute(Q["endpoint_disable"], (now, done.attempt.endpoint_id)).rowcount
                 ):
                     events.append(gone_event(done.attempt.endpoint_id, done.attempt.created_at))
-            healths = _health_of(c, set(outcomes))
+            healths = claiming.health_of(c, set(outcomes))
             states = dict(
                 c.execute(
                     f"SELECT id, disabled FROM endpoints WHERE id IN "
@@ -488,7 +487,7 @@ class SqliteStore:
                     if change.change is HealthChange.DISABLED:
                         c.execute(Q["endpoint_disable"], (now, endpoint_id))
                 events.extend(changes)
-            _store_health(c, changed)
+            claiming.store_health(c, changed)
             return events
 
         return await self._write(op)
@@ -522,7 +521,7 @@ class SqliteStore:
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         row = await self._read(lambda c: c.execute(Q["health_get"], (endpoint_id,)).fetchone())
-        return None if row is None else _health(row)
+        return None if row is None else sqlite_rows.health(row)
 
     async def next_due_at(self) -> float | None:
         row = await self._read(lambda c: c.execute(Q["next_due"]).fetchone())
@@ -580,19 +579,21 @@ class SqliteStore:
                 where.append("response_status_code / 100 * 100 = ?")
                 args.append(flt.status_code_class)
         _time_window(where, args, flt.before, flt.after)
-        rows = await self._page("attempts", ATTEMPT_COLUMNS, " AND ".join(where), args, "id", page)
-        return [_attempt(r) for r in rows]
+        rows = await self._page(
+            "attempts", sqlite_rows.ATTEMPT_COLUMNS, " AND ".join(where), args, "id", page
+        )
+        return [sqlite_rows.attempt(r) for r in rows]
 
     async def get_attempt(self, app_id: str, msg_id: str, attempt_id: str) -> Attempt | None:
         row = await self._read(
             lambda c: c.execute(Q["attempt_get"], (app_id, msg_id, attempt_id)).fetchone()
         )
-        return None if row is None else _attempt(row)
+        return None if row is None else sqlite_rows.attempt(row)
 
     async def list_deliveries(
         self, app_id: str, msg_id: str, page: Page
     ) -> list[tuple[Endpoint, Delivery]]:
-        cols = ", ".join(f"e.{c.strip()}" for c in ENDPOINT_COLUMNS.split(","))
+        cols = ", ".join(f"e.{c.strip()}" for c in sqlite_rows.ENDPOINT_COLUMNS.split(","))
         where, args = ["d.msg_id = ?", "d.app_id = ?"], [msg_id, app_id]
         if page.after is not None:
             where.append("e.id < ?" if page.descending else "e.id > ?")
@@ -606,7 +607,7 @@ class SqliteStore:
         rows = await self._read(lambda c: c.execute(sql, [*args, page.limit]).fetchall())
         out = []
         for r in rows:
-            endpoint, (status, attempts, due_at, updated_at) = _endpoint(r[:15]), r[15:]
+            endpoint, (status, attempts, due_at, updated_at) = sqlite_rows.endpoint(r[:15]), r[15:]
             state = MessageStatus(status)
             out.append(
                 (
@@ -680,137 +681,6 @@ class SqliteStore:
         return await self._read(lambda c: c.execute(sql, args).fetchall())
 
 
-# claiming ------------------------------------------------------------------------------------
-
-_Due = tuple[str, str, int, int, int, float]  # msg_id, endpoint_id, attempts, lease, trigger, due
-
-
-def _admit(
-    due: list[Any], endpoints: dict[str, Endpoint], admission: Admission
-) -> tuple[list[_Due], list[_Due], bool]:
-    """Split due rows into those that may go now and those of disabled endpoints."""
-    chosen: list[_Due] = []
-    disabled: list[_Due] = []
-    held_back = False
-    for row in due:
-        endpoint = endpoints[row[1]]
-        if endpoint.disabled:
-            disabled.append(row)
-        elif admission.admit(endpoint):
-            chosen.append(row)
-        else:
-            held_back = True
-    return chosen, disabled, held_back
-
-
-def _per_endpoint(
-    c: sqlite3.Connection,
-    now: float,
-    admission: Admission,
-    endpoints: dict[str, Endpoint],
-    chosen: list[_Due],
-    blocked: set[str],
-    disabled: list[_Due],
-) -> list[_Due]:
-    """Due tasks of the endpoints that may send, read endpoint by endpoint.
-
-    Costs one index seek per endpoint with waiting work (``claim_waiting_endpoints``, a skip
-    scan), then one short range read per endpoint that gets tasks; the blocked endpoints' rows
-    are not read at all. The batch is shared out fairly first (an equal share each, oldest
-    endpoint first), then what is left goes to those that have more.
-    """
-    waiting = sorted(
-        (first_due, endpoint_id)
-        for endpoint_id, first_due in c.execute(Q["claim_waiting_endpoints"])
-        if first_due is not None and first_due <= now and endpoint_id not in blocked
-    )
-    if not waiting:
-        return []
-    unknown = {e for _, e in waiting if e not in endpoints}
-    if unknown:
-        endpoints.update(_by_id(c, "endpoints", ENDPOINT_COLUMNS, unknown, _endpoint))
-        admission.learn(_health_of(c, unknown))
-    active: list[Endpoint] = []
-    for _, endpoint_id in waiting:
-        endpoint = endpoints.get(endpoint_id)
-        if endpoint is None:
-            continue
-        if endpoint.disabled:
-            disabled.extend(
-                c.execute(
-                    Q["claim_select_endpoint"],
-                    {"endpoint_id": endpoint_id, "now": now, "limit": admission.limit},
-                ).fetchall()
-            )
-        else:
-            active.append(endpoint)
-    taken = {(r[0], r[1]) for r in chosen}
-    more: list[_Due] = []
-    share = max(1, -(-(admission.limit - admission.total) // max(1, len(active))))
-    for fair in (True, False):
-        for endpoint in active:
-            room = admission.remaining(endpoint)
-            if fair:
-                room = min(room, share)
-            if room <= 0:
-                if admission.total >= admission.limit:
-                    return more
-                continue
-            rows = c.execute(
-                Q["claim_select_endpoint"],
-                {"endpoint_id": endpoint.id, "now": now, "limit": room + len(taken)},
-            ).fetchall()
-            for row in rows:
-                key = (row[0], row[1])
-                if key not in taken and admission.admit(endpoint):
-                    taken.add(key)
-                    more.append(row)
-    return more
-
-
-def _health_of(c: sqlite3.Connection, endpoint_ids: set[str]) -> dict[str, EndpointHealth]:
-    return _by_id(c, "endpoint_health", HEALTH_COLUMNS, endpoint_ids, _health, key="endpoint_id")
-
-
-def _store_health(c: sqlite3.Connection, healths: Sequence[EndpointHealth]) -> None:
-    # Back to the default state (healthy, no bucket): the row goes, so that the table holds
-    # only the endpoints that are failing or rate limited, which every claim reads.
-    gone = [(h.endpoint_id,) for h in healths if h == EndpointHealth(endpoint_id=h.endpoint_id)]
-    kept = [_health_row(h) for h in healths if h != EndpointHealth(endpoint_id=h.endpoint_id)]
-    if gone:
-        c.executemany(Q["health_reset"], gone)
-    if kept:
-        c.executemany(Q["health_upsert"], kept)
-
-
-def _health_row(h: EndpointHealth) -> dict[str, Any]:
-    return {
-        "endpoint_id": h.endpoint_id,
-        "failures": h.failures,
-        "failing_since": h.failing_since,
-        "circuit_open": int(h.circuit_open),
-        "paused_until": h.paused_until,
-        "cooldown": h.cooldown,
-        "probing": int(h.probing),
-        "tokens": h.tokens,
-        "tokens_at": h.tokens_at,
-    }
-
-
-def _health(r: tuple[Any, ...]) -> EndpointHealth:
-    return EndpointHealth(
-        endpoint_id=r[0],
-        failures=r[1],
-        failing_since=r[2],
-        circuit_open=bool(r[3]),
-        paused_until=r[4],
-        cooldown=r[5],
-        probing=bool(r[6]),
-        tokens=r[7],
-        tokens_at=r[8],
-    )
-
-
 # row conversion ------------------------------------------------------------------------------
 
 
@@ -855,158 +725,3 @@ def _time_window(
     if after is not None:
         where.append("created_at > ?")
         args.append(after)
-
-
-def _by_id(
-    c: sqlite3.Connection,
-    table: str,
-    columns: str,
-    wanted: set[str],
-    build: Callable[[tuple[Any, ...]], Any],
-    key: str = "id",
-) -> dict[str, Any]:
-    marks = ",".join("?" * len(wanted))
-    rows = c.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({marks})", list(wanted))
-    return {r[0]: build(r) for r in rows}
-
-
-def _opt_json(value: Any) -> str | None:
-    return None if value is None else _json.encode(value).decode()
-
-
-def _app_row(a: Application) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "org_id": a.org_id,
-        "uid": a.uid,
-        "name": a.name,
-        "throttle_rate": a.throttle_rate,
-        "metadata": _json.encode(a.metadata).decode(),
-        "created_at": a.created_at,
-        "updated_at": a.updated_at,
-    }
-
-
-def _app(r: tuple[Any, ...]) -> Application:
-    return Application(
-        id=r[0],
-        org_id=r[1],
-        uid=r[2],
-        name=r[3],
-        throttle_rate=r[4],
-        metadata=_str_map.decode(r[5]),
-        created_at=r[6],
-        updated_at=r[7],
-    )
-
-
-def _event_type_row(e: EventType) -> dict[str, Any]:
-    return {
-        "org_id": e.org_id,
-        "name": e.name,
-        "description": e.description,
-        "archived": int(e.archived),
-        "deprecated": int(e.deprecated),
-        "feature_flag": e.feature_flag,
-        "schemas": _opt_json(e.schemas),
-        "created_at": e.created_at,
-        "updated_at": e.updated_at,
-    }
-
-
-def _event_type(r: tuple[Any, ...]) -> EventType:
-    return EventType(
-        org_id=r[0],
-        name=r[1],
-        description=r[2],
-        archived=bool(r[3]),
-        deprecated=bool(r[4]),
-        feature_flag=r[5],
-        schemas=None if r[6] is None else _any_map.decode(r[6]),
-        created_at=r[7],
-        updated_at=r[8],
-    )
-
-
-def _endpoint_row(e: Endpoint) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "app_id": e.app_id,
-        "uid": e.uid,
-        "url": e.url,
-        "description": e.description,
-        "disabled": int(e.disabled),
-        "event_types": _opt_json(e.event_types),
-        "channels": _opt_json(e.channels),
-        "rate_limit": e.rate_limit,
-        "throttle_rate": e.throttle_rate,
-        "metadata": _json.encode(e.metadata).decode(),
-        "headers": _json.encode(e.headers).decode(),
-        "keys": _json.encode(e.keys).decode(),
-        "created_at": e.created_at,
-        "updated_at": e.updated_at,
-    }
-
-
-def _endpoint(r: tuple[Any, ...]) -> Endpoint:
-    return Endpoint(
-        id=r[0],
-        app_id=r[1],
-        uid=r[2],
-        url=r[3],
-        description=r[4],
-        disabled=bool(r[5]),
-        event_types=None if r[6] is None else _str_tuple.decode(r[6]),
-        channels=None if r[7] is None else _str_tuple.decode(r[7]),
-        rate_limit=r[8],
-        throttle_rate=r[9],
-        metadata=_str_map.decode(r[10]),
-        headers=_str_map.decode(r[11]),
-        keys=_keys_decoder.decode(r[12]),
-        created_at=r[13],
-        updated_at=r[14],
-    )
-
-
-def _message(r: tuple[Any, ...]) -> Message:
-    return Message(
-        id=r[0],
-        app_id=r[1],
-        event_type=r[2],
-        event_id=r[3],
-        channels=None if r[4] is None else _str_tuple.decode(r[4]),
-        payload=bytes(r[5]),
-        created_at=r[6],
-    )
-
-
-def _attempt_row(a: Attempt) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "msg_id": a.msg_id,
-        "endpoint_id": a.endpoint_id,
-        "app_id": a.app_id,
-        "url": a.url,
-        "status": int(a.status),
-        "response_status_code": a.response_status_code,
-        "response": a.response,
-        "duration_ms": a.duration_ms,
-        "trigger": int(a.trigger),
-        "created_at": a.created_at,
-    }
-
-
-def _attempt(r: tuple[Any, ...]) -> Attempt:
-    return Attempt(
-        id=r[0],
-        msg_id=r[1],
-        endpoint_id=r[2],
-        app_id=r[3],
-        url=r[4],
-        status=MessageStatus(r[5]),
-        response_status_code=r[6],
-        response=r[7],
-        duration_ms=r[8],
-        trigger=Trigger(r[9]),
-        created_at=r[10],
-    )

@@ -1,5 +1,5 @@
 -- Named queries of the SQLite store. Keep column lists in step with the row readers in
--- store/sqlite.py (APP_COLUMNS, ENDPOINT_COLUMNS, ...).
+-- store/sqlite_rows.py (APP_COLUMNS, ENDPOINT_COLUMNS, ...).
 
 -- name: org_by_name
 SELECT id, name, created_at FROM orgs WHERE name = ?

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import structlog
@@ -22,7 +25,7 @@ from starlette.types import ASGIApp
 from hookline import api, delivery, egress, errors
 from hookline import operational as operational_
 from hookline import store as store_
-from hookline.api import http
+from hookline.api import connection, http
 from hookline.api.backlog import Backlog
 from hookline.api.services import Services
 from hookline.cache import AppCache, TokenCache
@@ -32,6 +35,10 @@ from hookline.wakeup import Wakeup
 from hookline.worker import Worker
 
 DEFAULT_ORG = "default"
+# The name of the token seeded from HOOKLINE_ADMIN_TOKEN; reserved, because seeding a different
+# value revokes every other token of this name in DEFAULT_ORG (``seed_admin_token``).
+ADMIN_TOKEN_NAME = "admin"  # noqa: S105  (a token label, not a secret)
+FIRST_TOKEN_NAME = "first"  # noqa: S105  (a token label, not a secret)
 PURGE_INTERVAL_SECONDS = 3600.0  # how often expired idempotency answers are deleted
 
 log = structlog.get_logger("hookline")
@@ -94,17 +101,83 @@ class Hookline:
 
 @contextlib.asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[Hookline]:
-    """Open the store (applying migrations) for the life of the block."""
+    """Open the store (applying migrations) for the life of the block.
+
+    A database that cannot be used (a directory, not a SQLite file, read-only, a directory that
+    cannot be created) raises ``SystemExit`` with one line naming the setting and the problem.
+    """
     hl = Hookline.build(settings)
-    await hl.store.open()
+    _refuse_read_only_file(settings)
     try:
-        await hl.store.migrate()
+        await hl.store.open()
+    except (OSError, sqlite3.Error, errors.Unavailable) as exc:
+        with contextlib.suppress(Exception):  # release what was opened; the cause is reported
+            await hl.store.close()
+        raise _database_unusable(settings, exc) from None
+    try:
+        try:
+            await hl.store.migrate()
+        except (OSError, sqlite3.Error, errors.Unavailable) as exc:
+            raise _database_unusable(settings, exc) from None
         hl.operational = await operational_.OperationalWebhooks.configure(
             hl.store, settings, hl.wakeup
         )
         yield hl
     finally:
+        await hl.tokens.drain()  # last-use times queued by API requests
         await hl.store.close()
+
+
+def _database_unusable(settings: Settings, exc: BaseException | None = None) -> SystemExit:
+    """The one line a bad ``database_url`` gets instead of a traceback (None: read-only)."""
+    from hookline.store import sqlite  # only SQLite URLs get here: memory:// cannot fail
+
+    path = sqlite.path_from_url(settings.database_url)
+    problem = _READ_ONLY.format(path=path) if exc is None else _database_problem(path, exc)
+    return SystemExit(
+        f"hookline: invalid database_url (HOOKLINE_DATABASE_URL={settings.database_url}): "
+        + problem
+    )
+
+
+_READ_ONLY = "{path} is read-only (hookline writes to it and to its directory)"
+
+
+def _refuse_read_only_file(settings: Settings) -> None:
+    """Refuse an existing database file this process may not write.
+
+    SQLite opens such a file for reading without complaint, and with no migration pending
+    nothing would fail until the first API write answered 503.
+    """
+    if not settings.database_url.startswith("sqlite:"):
+        return
+    from hookline.store import sqlite
+
+    path = sqlite.path_from_url(settings.database_url)
+    if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+        raise _database_unusable(settings)
+
+
+def _database_problem(path: Path, exc: BaseException) -> str:
+    # The writer reports a refused write as Unavailable; the SQLite error is its cause.
+    cause = exc.__cause__ if isinstance(exc, errors.Unavailable) and exc.__cause__ else exc
+    code = getattr(cause, "sqlite_errorcode", 0) & 0xFF if isinstance(cause, sqlite3.Error) else 0
+    if path.is_dir():
+        return f"{path} is a directory, not a database file"
+    if isinstance(cause, OSError):  # SqliteStore.open creates the missing directories
+        blocking = next((p for p in path.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            return f"cannot create the directory {path.parent}: {blocking} is not a directory"
+        return f"cannot create the directory {path.parent}: {cause.strerror or cause}"
+    if code == sqlite3.SQLITE_NOTADB:
+        return f"{path} is not a SQLite database"
+    if code == sqlite3.SQLITE_READONLY:
+        return _READ_ONLY.format(path=path)
+    if code == sqlite3.SQLITE_CANTOPEN:
+        if path.exists():
+            return f"cannot open {path} for writing: its directory must be writable too (-wal)"
+        return f"cannot create {path}: its directory {path.parent} is not writable"
+    return f"cannot use {path}: {cause}"
 
 
 async def create_token(hl: Hookline, org: str = DEFAULT_ORG, name: str = "api") -> str:
@@ -115,20 +188,52 @@ async def create_token(hl: Hookline, org: str = DEFAULT_ORG, name: str = "api") 
     return token
 
 
-async def bootstrap_token(hl: Hookline) -> str | None:
-    """Seed ``HOOKLINE_ADMIN_TOKEN``, or on first start create a token; return a new one."""
+async def seed_admin_token(hl: Hookline) -> None:
+    """Store ``HOOKLINE_ADMIN_TOKEN`` (as token "admin" of org "default") and revoke its forerunner.
+
+    When the seeded value changes, the token seeded before must stop working: every other
+    "admin" token of the default org is revoked, after the new one is stored (so there is no
+    moment without one). Unsetting the variable revokes nothing: ``hookline token revoke`` does.
+    """
     seeded = hl.settings.admin_token
-    if seeded:
-        if await hl.store.find_token(http.hash_token(seeded)) is None:
-            owner = await hl.store.ensure_org(DEFAULT_ORG, time.time())
-            # `hookline api` and `hookline worker` starting together both get here on a new
-            # database; the one that commits second finds the token there, which is fine.
-            with contextlib.suppress(errors.Conflict):
-                await hl.store.create_token(owner.id, "admin", http.hash_token(seeded), time.time())
-        return None
+    if not seeded:
+        return
+    token_hash = http.hash_token(seeded)
+    current = await hl.store.find_token(token_hash)
+    if current is None:
+        owner = await hl.store.ensure_org(DEFAULT_ORG, time.time())
+        # `hookline api` and `hookline worker` starting together both get here on a new
+        # database; the one that commits second finds the token there, which is fine.
+        with contextlib.suppress(errors.Conflict):
+            await hl.store.create_token(owner.id, ADMIN_TOKEN_NAME, token_hash, time.time())
+        current = await hl.store.find_token(token_hash)
+    if current is None:  # revoked by someone else in between: keep what is there
+        return
+    for info in await hl.store.list_tokens():
+        if (
+            info.name == ADMIN_TOKEN_NAME
+            and info.org_name == DEFAULT_ORG
+            and info.id != current.id
+            and await hl.store.revoke_token(info.id)
+        ):
+            log.info("admin_token_replaced", revoked_token_id=info.id, token_id=current.id)
+
+
+async def first_token(hl: Hookline) -> str | None:
+    """Create and return a token when the database has none at all (the first start).
+
+    ``hookline serve`` and ``hookline api`` call this once the API is listening, not before: a
+    start that fails (a port clash) then stores no token that nobody was shown.
+    """
     if await hl.store.count_tokens() == 0:
-        return await create_token(hl, name="first")
+        return await create_token(hl, name=FIRST_TOKEN_NAME)
     return None
+
+
+async def bootstrap_token(hl: Hookline) -> str | None:
+    """Seed ``HOOKLINE_ADMIN_TOKEN``, then create a first token if none exists; return that one."""
+    await seed_admin_token(hl)
+    return await first_token(hl)
 
 
 def asgi(hl: Hookline) -> ASGIApp:
@@ -149,15 +254,16 @@ async def run(
     *,
     api_role: bool,
     worker_role: bool,
-    on_listening: Callable[[], None] | None = None,
+    on_listening: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run the chosen roles until SIGINT/SIGTERM, then stop within the shutdown grace.
 
     On the first signal the API stops accepting connections and finishes the requests in
     flight; the worker stops claiming and gives its deliveries ``shutdown_grace`` seconds,
     then releases the rest. A second signal exits at once (see ``_install_stop_signals``).
-    ``on_listening`` is called once the API socket is bound (not before, so a port clash is
-    reported instead of a misleading "listening" line).
+    ``on_listening`` is awaited once the API is serving (not before, so a port clash is
+    reported instead of a misleading "listening" line, and creates no first token); a stop
+    waits for it to finish rather than cutting it off between storing and printing a token.
     """
     stop = asyncio.Event()
     _install_stop_signals(stop)
@@ -177,6 +283,7 @@ async def run(
             lifespan="off",
             loop="none",
             timeout_graceful_shutdown=max(1, int(hl.settings.shutdown_grace)),
+            http=connection.limited(hl.settings.request_read_timeout),  # read deadline, header caps
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
@@ -200,7 +307,9 @@ async def run(
         stop.set()
         stopping.cancel()
         if announce is not None:
-            announce.cancel()
+            if server is not None:
+                server.should_exit = True  # ends _announce's wait if the API never started
+            await announce
         if session is not None:
             await session.close()
 
@@ -219,11 +328,16 @@ def _bind(settings: Settings) -> socket.socket:
     return sock
 
 
-async def _announce(server: uvicorn.Server, on_listening: Callable[[], None] | None) -> None:
+async def _announce(
+    server: uvicorn.Server, on_listening: Callable[[], Awaitable[None]] | None
+) -> None:
     while not server.started and not server.should_exit:  # noqa: ASYNC110  (uvicorn has no event)
         await asyncio.sleep(0.02)
     if server.started and on_listening is not None:
-        on_listening()
+        try:
+            await on_listening()
+        except Exception:  # the API serves on; the next start tries again
+            log.exception("on_listening_failed")
 
 
 async def _housekeeping(hl: Hookline, stop: asyncio.Event) -> None:

@@ -1,8 +1,9 @@
-"""The ``hookline`` command: serve | api | worker | migrate | token create."""
+"""The ``hookline`` command: serve | api | worker | migrate | token create|list|revoke | bench."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -12,9 +13,10 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from hookline import app, operational, settings
+from hookline import app, cache, errors, operational, settings
 from hookline.bench import report as bench_report
 from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
+from hookline.store import base as store_base
 
 T = TypeVar("T")
 
@@ -76,21 +78,37 @@ def _print_welcome(s: settings.Settings, token: str | None) -> None:
         "-H 'Content-Type: application/json' -d '{\"name\": \"My first app\"}'",
         err=True,
     )
+    if token is None:
+        # Later starts print no token: say where one comes from (the first may have been lost).
+        click.echo(
+            "  No token at hand? 'hookline token create' prints a new one; "
+            "'hookline token list' shows those that exist.",
+            err=True,
+        )
     click.echo(f"  API docs: {base}/docs", err=True)
 
 
 def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool) -> None:
     async def main_() -> None:
         async with app.opened(s) as hl:
-            token = await app.bootstrap_token(hl)
-            if not api_role and token is not None:
-                click.echo(f"API token (shown once): {token}", err=True)
-            await app.run(
-                hl,
-                api_role=api_role,
-                worker_role=worker_role,
-                on_listening=lambda: _print_welcome(s, token),
-            )
+            await app.seed_admin_token(hl)  # before the API accepts requests that present it
+
+            async def on_listening() -> None:
+                # The first token is created only now: a start that fails to listen (a port
+                # clash) stores none, and the next start creates and prints it.
+                token = None
+                try:
+                    token = await app.first_token(hl)
+                except errors.Unavailable:
+                    click.echo(
+                        "hookline: the database refuses writes, so no first API token was "
+                        "created; the next start tries again",
+                        err=True,
+                    )
+                _print_welcome(s, token)
+
+            # A worker alone creates no first token: it is printed where the API runs.
+            await app.run(hl, api_role=api_role, worker_role=worker_role, on_listening=on_listening)
 
     _run(main_)
 
@@ -144,12 +162,76 @@ def token_create(s: settings.Settings, org: str, name: str) -> None:
         raise click.BadParameter(
             "this organisation is reserved for hookline itself", param_hint="--org"
         )
+    if name == app.ADMIN_TOKEN_NAME and org == app.DEFAULT_ORG:
+        raise click.BadParameter(
+            f"{name!r} is reserved for the token seeded from HOOKLINE_ADMIN_TOKEN",
+            param_hint="--name",
+        )
 
     async def main_() -> str:
         async with app.opened(s) as hl:
             return await app.create_token(hl, org=org, name=name)
 
     click.echo(_run(main_))
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(s: settings.Settings) -> None:
+    """List tokens: id, name, organisation, created, last used (never a secret or its hash)."""
+
+    async def main_() -> list[store_base.TokenInfo]:
+        async with app.opened(s) as hl:
+            return await hl.store.list_tokens()
+
+    header = ("ID", "NAME", "ORGANISATION", "CREATED", "LAST USED")
+    rows = [
+        (t.id, t.name, t.org_name, _when(t.created_at), _when(t.last_used_at)) for t in _run(main_)
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    click.echo(
+        f"(last used: written at most every {cache.LAST_USED_SECONDS:.0f} s per token and "
+        "API process)",
+        err=True,
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@click.pass_obj
+def token_revoke(s: settings.Settings, token_id: str) -> None:
+    """Revoke a token by its id (see 'token list'); running APIs refuse it within 10 s."""
+
+    async def main_() -> store_base.TokenInfo | None:
+        async with app.opened(s) as hl:
+            found = [t for t in await hl.store.list_tokens() if t.id == token_id]
+            if not found or not await hl.store.revoke_token(token_id):
+                return None
+            return found[0]
+
+    revoked = _run(main_)
+    if revoked is None:
+        raise click.ClickException(f"no token with id {token_id!r} (see 'hookline token list')")
+    click.echo(
+        f"revoked {revoked.id} ({revoked.name}, organisation {revoked.org_name}); running API "
+        f"processes refuse it within {cache.TOKEN_SECONDS:.0f} s",
+        err=True,
+    )
+    if revoked.name == app.ADMIN_TOKEN_NAME and revoked.org_name == app.DEFAULT_ORG:
+        click.echo(
+            "note: a start with HOOKLINE_ADMIN_TOKEN still set to this token stores it again",
+            err=True,
+        )
 
 
 @main.command()

@@ -23,6 +23,10 @@ RESPONSE_BODY_LIMIT = 20_000  # bytes of the receiver's answer kept on the attem
 USER_AGENT = f"hookline/{hookline.__version__}"
 
 
+class Unpreparable(Exception):
+    """The stored task cannot be turned into a request; ``str()`` says why, without secrets."""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     url: str
@@ -42,10 +46,18 @@ class Response:
 
 
 def prepare(claim: Claim, now: float) -> Request:
-    """Build the signed request: Standard Webhooks headers, Svix aliases, custom headers."""
+    """Build the signed request: Standard Webhooks headers, Svix aliases, custom headers.
+
+    Raises ``Unpreparable`` when a stored signing secret cannot be decoded.
+    """
     msg, endpoint = claim.message, claim.endpoint
     timestamp = int(now)
-    keys = [_secret(k.secret) for k in endpoint.keys if k.active(now)]
+    try:
+        keys = [_secret(k.secret) for k in endpoint.keys if k.active(now)]
+    except ValueError:
+        # the decoder's message is safe today, but the attempt is shown to the tenant: keep
+        # anything derived from the secret out of it
+        raise Unpreparable("the endpoint's signing secret cannot be decoded") from None
     signature = signing.signature_header(keys, msg.id, timestamp, msg.payload)
     stamp = str(timestamp)
     headers = {
@@ -179,6 +191,25 @@ def classify(
         disable_endpoint=decision.outcome is retry.Outcome.DISABLE,
         attempt_number=attempt_no,
     )
+
+
+def not_sent(
+    claim: Claim,
+    error: str,
+    *,
+    schedule: tuple[float, ...],
+    now: float,
+    rand: Callable[[], float],
+) -> Completion:
+    """The failed attempt for a task that could not be sent at all (``prepare`` raised).
+
+    Recorded like a transport error (status code 0, ``error`` as the response text) and
+    retried on ``schedule`` like any other failure, so a task that can never be prepared
+    exhausts its attempts instead of coming back every lease period without a trace.
+    """
+    request = Request(url=claim.endpoint.url, headers={}, body=b"")
+    response = Response(status=0, body="", retry_after=None, duration_ms=0, error=error)
+    return classify(claim, request, response, schedule=schedule, now=now, rand=rand)
 
 
 def new_session(policy: egress.EgressPolicy, limit: int) -> aiohttp.ClientSession:

@@ -4,8 +4,9 @@
     ├── NotFound            404  not_found
     ├── Conflict            409  conflict
     ├── ValidationFailed    422  validation      (detail is a list of {loc, msg, type})
-    ├── IdempotencyMismatch 422  idempotency_key_mismatch
+    ├── IdempotencyMismatch 409  idempotency_key_mismatch
     ├── PayloadTooLarge     413  payload_too_large
+    ├── ClientGone          400  client_disconnected (nobody reads it)
     ├── Unauthorized        401  authentication_failed
     ├── BadRequest          400  bad_request
     └── RetryLater                               (retry_after seconds → a Retry-After header)
@@ -63,9 +64,31 @@ class PayloadTooLarge(HooklineError):
     status = 413
     code = "payload_too_large"
 
+    def __init__(self, detail: Any = None, *, close: bool = False) -> None:
+        super().__init__(detail)
+        self.close = close  # the rest of the body was not read: the connection must go
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"} if self.close else {}
+
+
+class ClientGone(HooklineError):
+    """The client disconnected before its request was read; the answer reaches nobody."""
+
+    status = 400
+    code = "client_disconnected"
+
 
 class IdempotencyMismatch(HooklineError):
-    status = 422
+    """An idempotency key reused for another request.
+
+    409, not 422: the Svix API and its SDKs reserve 422 for ``HTTPValidationError`` (``detail``
+    a list of ``{loc, msg, type}``), and the svix SDK parses every 422 that way, so a string
+    ``detail`` crashed it. A 409 is raised as ``svix.exceptions.HttpError`` with
+    ``status_code`` and ``code`` readable.
+    """
+
+    status = 409
     code = "idempotency_key_mismatch"
 
 

@@ -29,6 +29,7 @@ class Settings:
     admin_token: str | None = None
     retry_schedule: tuple[float, ...] = retry.DEFAULT_SCHEDULE  # seconds between attempts
     request_timeout: float = 15.0  # seconds, whole request including connect
+    request_read_timeout: float = 10.0  # seconds an API request may take to arrive, body included
     allowed_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_payload_bytes: int = 512 * KIB
     log_level: str = "info"
@@ -66,8 +67,15 @@ def parse_listen(value: str) -> str:
 
 
 def parse_database_url(value: str) -> str:
+    """``memory://`` or ``sqlite:`` with a file path; the file itself is checked when opened."""
     if not value.startswith(("sqlite:", "memory:")):
         raise ValueError(f"{value!r}: use sqlite:///path/to/file.db or memory://")
+    # keep in step with store.sqlite.path_from_url: what is left is the file's path
+    if value.startswith("sqlite:") and not value.removeprefix("sqlite:").lstrip("/"):
+        raise ValueError(
+            f"{value!r} names no database file: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
     return value
 
 
@@ -77,6 +85,7 @@ _PARSERS: dict[str, Any] = {
     "retry_schedule": retry.parse_schedule,
     "allowed_subnets": egress.parse_allowed,
     "request_timeout": float,
+    "request_read_timeout": float,
     "max_payload_bytes": int,
     "worker_concurrency": int,
     "endpoint_concurrency": int,
@@ -119,6 +128,7 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
     settings = Settings(**values)
     positive = (
         "request_timeout",
+        "request_read_timeout",
         "max_payload_bytes",
         "worker_concurrency",
         "endpoint_concurrency",

@@ -6,6 +6,13 @@ The store hands out only tasks that may go now (``ClaimPolicy``: free slots over
 endpoint; the store adds rate limits and circuits), so nothing claimed waits in memory while its
 lease ticks. On a graceful stop the worker stops claiming, gives in-flight deliveries up to
 ``shutdown_grace`` seconds, then cancels the rest and releases them for immediate re-claim.
+
+Faults: a task that cannot be prepared (say, an undecodable stored secret) is recorded as a
+failed attempt and retried on the schedule like any other failure. A batch of outcomes the store
+would not take is kept and written again with backoff while the tasks' leases last (after that
+another worker may deliver them again, so it is dropped, with one log line). A failing store is
+called again with backoff, and the same error is logged once per ``REPEAT_LOG_SECONDS`` with a
+count, not once per poll.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
@@ -39,6 +47,8 @@ IDLE_POLL_SECONDS = 0.02  # how often an idle worker looks for work another proc
 HELD_BACK_POLL_SECONDS = 0.05
 COALESCE_SECONDS = 0.002  # wait this long to batch claims and outcomes (adds ≤ 2 ms latency)
 ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
+ERROR_BACKOFF_MAX_SECONDS = 8.0  # the pause doubles while the store keeps failing, up to this
+REPEAT_LOG_SECONDS = 10.0  # the same store error is logged at most this often (with a count)
 
 log = structlog.get_logger("hookline.worker")
 
@@ -81,13 +91,19 @@ class Worker:
         # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
         # a write transaction per delivery when the worker is saturated.
         self._refill_at = max(1, min(CLAIM_BATCH, settings.worker_concurrency) // 4)
-        self._completed: list[Completion] = []
+        # outcomes not yet committed, each with the end of its claim's lease (store clock)
+        self._completed: list[tuple[Completion, float]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._debug = settings.log_level.lower() == "debug"
         self._last_claim_at = 0.0
+        self._stopping_at: float | None = None  # store clock when stop was seen, for the drain
+        self._claim_errors = StoreErrors("claim_failed")
+        self._due_errors = StoreErrors("next_due_failed")
+        self._record_errors = StoreErrors("record_failed")
 
     def _wake_for_stop(self, _: object) -> None:
         # an idle wait and a wait for room both end on stop
+        self._stopping_at = self._clock()
         self._wakeup.notify()
         self._room.set()
 
@@ -137,18 +153,13 @@ class Worker:
                 claims = await self._store.claim_due(
                     self._last_claim_at, policy, settings.lease_seconds
                 )
-            except errors.Unavailable as exc:
-                # expected while the disk is full or the lock is held: the store logged the
-                # episode once; a traceback a second would bury it
-                log.warning("claim_failed", reason=str(exc.detail))
-                await _wait(stop, ERROR_BACKOFF_SECONDS)
+            except Exception as exc:
+                await _wait(stop, self._claim_errors.failed(exc))
                 continue
-            except Exception:
-                log.exception("claim_failed")
-                await _wait(stop, ERROR_BACKOFF_SECONDS)
-                continue
+            self._claim_errors.succeeded()
+            lease_ends = self._last_claim_at + settings.lease_seconds
             for claim in claims:
-                task = asyncio.create_task(self._deliver(claim))
+                task = asyncio.create_task(self._deliver(claim, lease_ends))
                 self._inflight[task] = claim
                 endpoint_id = claim.endpoint.id
                 self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
@@ -206,9 +217,13 @@ class Worker:
                 return
             try:
                 due = await self._store.next_due_at()
-            except Exception:
-                log.exception("next_due_failed")
-                due = None
+            except Exception as exc:
+                # not the poll interval: a broken store would be asked (and logged) 50 times a
+                # second; a notify from ingest meanwhile still ends the next wait at once
+                await _wait(stop, self._due_errors.failed(exc))
+                timeout = IDLE_POLL_SECONDS
+                continue
+            self._due_errors.succeeded()
             now = self._clock()
             if due is not None and due <= now:
                 wait_more = self._last_claim_at + HELD_BACK_POLL_SECONDS - now
@@ -218,10 +233,36 @@ class Worker:
                 continue
             timeout = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, due - now)
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, claim: Claim, lease_ends: float) -> None:
         settings = self._settings
         try:
             request = delivery.prepare(claim, self._clock())
+        except Exception as exc:
+            # Retried every lease period forever, with nothing recorded, if let through: record
+            # a failed attempt instead, so the task follows the schedule and ends.
+            problem = (
+                str(exc)
+                if isinstance(exc, delivery.Unpreparable)
+                else f"the request could not be prepared ({type(exc).__name__})"
+            )
+            log.warning(
+                "delivery_unprepared",
+                msg_id=claim.message.id,
+                endpoint_id=claim.endpoint.id,
+                error=problem,
+            )
+            self._record(
+                delivery.not_sent(
+                    claim,
+                    problem,
+                    schedule=settings.retry_schedule,
+                    now=self._clock(),
+                    rand=self._rand,
+                ),
+                lease_ends,
+            )
+            return
+        try:
             response = await delivery.send(
                 self._session,
                 request,
@@ -243,7 +284,7 @@ class Worker:
             # The lease will run out and the task be claimed again: at-least-once, never lost.
             log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
             return
-        self._record(done)
+        self._record(done, lease_ends)
         if self._debug:
             a = done.attempt
             log.debug(
@@ -256,15 +297,16 @@ class Worker:
                 duration_ms=a.duration_ms,
             )
 
-    def _record(self, done: Completion) -> None:
+    def _record(self, done: Completion, lease_ends: float) -> None:
         """Queue an outcome; one writer task commits whatever queued up, in one call.
 
         One store call per delivery cost more than the delivery itself at high rates. An
         outcome not yet committed when the process dies is simply delivered again once its
         lease runs out (at-least-once), so batching loses nothing. The queue holds at most one
-        outcome per delivery in flight, so it is bounded by ``worker_concurrency``.
+        outcome per delivery in flight, so it is bounded by ``worker_concurrency``, plus, while
+        the store refuses them, the outcomes of the leases still running.
         """
-        self._completed.append(done)
+        self._completed.append((done, lease_ends))
         if self._recorder is None:
             self._recorder = asyncio.create_task(self._flush_completed())
 
@@ -272,16 +314,19 @@ class Worker:
         try:
             await asyncio.sleep(COALESCE_SECONDS)  # gather the outcomes of a whole claim
             while self._completed:
-                batch, self._completed = self._completed, []
+                pending, self._completed = self._completed, []
+                batch = [done for done, _ in pending]
                 try:
                     events = await self._store.complete(batch, self._clock(), self._circuit)
                 except Exception as exc:
-                    if isinstance(exc, errors.Unavailable):
-                        log.warning("record_failed", attempts=len(batch), reason=str(exc.detail))
-                    else:
-                        log.exception("record_failed", attempts=len(batch))
-                    await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+                    delay = self._record_errors.failed(exc, attempts=len(batch))
+                    # Keep what can still be written before its lease ends: dropped, its attempt
+                    # would be lost and the task delivered again.
+                    self._completed = self._keep(pending, self._clock() + delay) + self._completed
+                    if self._completed:
+                        await asyncio.sleep(delay)
                     continue
+                self._record_errors.succeeded()
                 _log_changes(batch, events)
                 if self._on_outcomes is not None:
                     try:
@@ -290,6 +335,72 @@ class Worker:
                         log.exception("outcome_hook_failed", attempts=len(batch))
         finally:
             self._recorder = None
+
+    def _keep(
+        self, pending: list[tuple[Completion, float]], retry_at: float
+    ) -> list[tuple[Completion, float]]:
+        """The outcomes worth writing again at ``retry_at``; logs the others, in one line.
+
+        Past its lease a task may be claimed by another worker, whose outcome wins (the store
+        fences by lease), and a stopping worker gives the store its grace period, no more.
+        """
+        limit = float("inf")
+        if self._stopping_at is not None:
+            limit = self._stopping_at + self._settings.shutdown_grace
+        kept = [(done, ends) for done, ends in pending if retry_at < min(ends, limit)]
+        if len(kept) < len(pending):
+            log.error("record_dropped", attempts=len(pending) - len(kept))
+        return kept
+
+
+class StoreErrors:
+    """Backoff and log throttling for one store call that keeps failing (claim, record, ...).
+
+    ``failed`` returns how long to wait before calling again: ``ERROR_BACKOFF_SECONDS``,
+    doubling up to ``ERROR_BACKOFF_MAX_SECONDS`` until a call succeeds. A new error is logged
+    at once (with its traceback unless the store refused on purpose, ``errors.Unavailable``,
+    whose episode the store logged already); the same error again is counted and logged at most
+    once per ``REPEAT_LOG_SECONDS`` with ``repeated``, the number of occurrences since the line
+    before. A full disk under an idle worker logs a line per 10 s, not 50 tracebacks a second.
+    """
+
+    def __init__(self, event: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._event = event
+        self._clock = clock
+        self._failures = 0  # in a row
+        self._last: str | None = None
+        self._logged_at = 0.0
+        self._repeated = 0  # occurrences of _last not logged yet
+
+    def failed(self, exc: Exception, **fields: object) -> float:
+        """Log ``exc`` (or count it) and return the pause before the next call, in seconds."""
+        self._failures += 1
+        text = (
+            str(exc.detail)
+            if isinstance(exc, errors.Unavailable)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        now = self._clock()
+        if text != self._last:
+            self._last, self._logged_at, self._repeated = text, now, 0
+            if isinstance(exc, errors.Unavailable):
+                log.warning(self._event, error=text, **fields)
+            else:
+                log.error(self._event, error=text, exc_info=exc, **fields)
+        elif now - self._logged_at >= REPEAT_LOG_SECONDS:
+            log.warning(self._event, error=text, repeated=self._repeated + 1, **fields)
+            self._logged_at, self._repeated = now, 0
+        else:
+            self._repeated += 1
+        return min(
+            ERROR_BACKOFF_SECONDS * 2.0 ** min(self._failures - 1, 16), ERROR_BACKOFF_MAX_SECONDS
+        )
+
+    def succeeded(self) -> None:
+        """The call worked: the backoff starts over, and the next error is logged at once."""
+        if self._last is not None and self._repeated:
+            log.warning(self._event, error=self._last, repeated=self._repeated)
+        self._failures, self._last, self._repeated = 0, None, 0
 
 
 def _log_changes(batch: Sequence[Completion], events: Sequence[HealthEvent]) -> None:

@@ -166,8 +166,10 @@ def test_a_full_disk_refuses_writes_with_503_and_they_succeed_again_once_space_r
             in_a_row += 1
         # every write is refused alike, not only ingest
         _assert_refused(client.post("/api/v1/app", json={"name": "no room"}))
-        # reads still work: the health check answers from the database
-        assert client.get("/api/v1/health").status_code == 204
+        # the health check says so (reads still work, but a load balancer must know)
+        health = client.get("/api/v1/health")
+        assert health.status_code == 503, health.text
+        assert health.json()["code"] == "unavailable" and "retry-after" in health.headers
 
         filler.unlink()
         deadline = time.monotonic() + RECOVERY_SECONDS
@@ -187,7 +189,11 @@ def test_a_full_disk_refuses_writes_with_503_and_they_succeed_again_once_space_r
             assert time.monotonic() < deadline, f"no store_writable\n{server.output_tail()}"
             assert ingest().status_code == 202
             time.sleep(0.2)
+        assert client.get("/api/v1/health").status_code == 204  # healthy again
         server.assert_running()  # no restart was needed
+        # the episode is a few log lines, not one per refused request
+        episode = [ln for ln in server.output().splitlines() if "store_unwritable" in ln]
+        assert len(episode) == 1, episode
 
     deadline = time.monotonic() + DELIVERY_TIMEOUT_SECONDS
     while missing := set(acked) - {r.headers["webhook-id"] for r in receiver.requests(path)}:

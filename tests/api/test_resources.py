@@ -281,7 +281,7 @@ async def test_idempotency_key_replays_the_first_answer(client: httpx.AsyncClien
     assert len(await list_all(client, f"/api/v1/app/{app['id']}/msg")) == 1
     other = {"eventType": "a", "payload": {"n": 2}}
     resp = await client.post(f"/api/v1/app/{app['id']}/msg", json=other, headers=headers)
-    assert_error(resp, 422, "idempotency_key_mismatch")
+    assert_error(resp, 409, "idempotency_key_mismatch")
 
 
 # documents and health ----------------------------------------------------------------------------

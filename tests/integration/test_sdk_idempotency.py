@@ -54,7 +54,7 @@ def test_concurrent_posts_with_one_key_get_one_answer_and_make_one_message(
     headers = {"Authorization": f"Bearer {server.token}", "idempotency-key": key}
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=10.0) as client:
         mismatch = client.post(url, json=other)
-    assert mismatch.status_code == 422, mismatch.text
+    assert mismatch.status_code == 409, mismatch.text
     assert mismatch.json()["code"] == "idempotency_key_mismatch"
     assert [m.id for m in svix.message.list(app.id).data] == [msg_id]
 

@@ -50,9 +50,10 @@ def _int_query(call: Call, name: str, allowed: tuple[int, ...]) -> int | None:
     raw = call.query(name)
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) not in allowed:
+    value = http.strict_int(raw)
+    if value not in allowed:
         raise errors.ValidationFailed(["query", name], f"{name} must be one of {list(allowed)}")
-    return int(raw)
+    return value
 
 
 @route(

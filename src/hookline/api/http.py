@@ -9,7 +9,9 @@ produce a 5xx.
 
 from __future__ import annotations
 
+import array
 import hashlib
+import itertools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -31,8 +33,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_LIMIT = 250
+DISCARD_BYTES = 128 * 1024 * 1024  # an oversized body is read and dropped up to this size
 DEFAULT_LIMIT = 50
 JSON = "application/json"
+# Levels of ``[``/``{`` a request body may nest, its outer object counted. msgspec decodes
+# recursively and fails with a RecursionError (a 500) somewhere near Python's recursion limit,
+# which depends on how deep the stack already is; a fixed, documented limit well below that
+# makes the answer a predictable 400. 128 is serde_json's default limit, the parser the Svix
+# server uses, so a payload Svix accepts is not refused here for its depth.
+MAX_JSON_DEPTH = 128
+# Digits an integer query parameter may have: more than any bound the API checks, and far below
+# the 4,300 digits past which int() raises ValueError.
+MAX_INT_DIGITS = 9
 
 log = structlog.get_logger("hookline.api")
 _encoder = msgspec.json.Encoder()
@@ -191,25 +203,60 @@ async def authenticate(services: Services, request: Request) -> Token:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the request body, refusing (413) anything above ``limit`` bytes before buffering it."""
+    """Read the request body, refusing (413) anything above ``limit`` bytes without keeping it.
+
+    An oversized body is read and dropped, up to ``DISCARD_BYTES``, before the 413 is sent:
+    clients that send the whole body before reading the answer (Python's urllib among them)
+    would otherwise see the connection reset instead of the 413. Beyond that, or when the
+    declared length is beyond it, the answer goes at once and the connection is closed. The
+    time all this may take is bounded by ``Settings.request_read_timeout``.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    length = (
+        int(declared)
+        if declared is not None and declared.isascii() and declared.isdigit()
+        else None
+    )
+    if length is not None and length > DISCARD_BYTES:
+        raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes", close=True)
+    too_large = length is not None and length > limit
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if too_large or size > limit:
+                too_large = True
+                chunks = []
+                if size > DISCARD_BYTES:
+                    raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes", close=True)
+                continue
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the client left (or was cut off for sending too slowly): nobody reads an answer
+        raise errors.ClientGone() from None
+    if too_large:
         raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes")
-        chunks.append(chunk)
     return b"".join(chunks)
 
 
 def decode(raw: bytes, kind: type[T]) -> T:
-    """Decode and validate a JSON body: syntax errors → 400, shape errors → 422 with a location."""
+    """Decode and validate a JSON body: syntax errors → 400, shape errors → 422 with a location.
+
+    The body must be JSON text per RFC 8259 as a whole, including the parts msgspec only skips
+    over (``msgspec.Raw`` fields such as a message payload, unknown fields): UTF-8 only, no lone
+    surrogate escapes (msgspec refuses those itself), at most ``MAX_JSON_DEPTH`` levels deep.
+    """
     if not raw.strip():
         raise errors.ValidationFailed(["body"], "A JSON body is required", "missing")
+    check_json_text(raw)
     try:
         return msgspec.json.decode(raw, type=kind)
+    except RecursionError:
+        # check_json_text bounds the depth first; this only backs it up
+        raise errors.BadRequest(
+            f"Malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
     except msgspec.ValidationError as exc:
         text = str(exc)
         message, _, where = text.partition(" - at ")
@@ -219,7 +266,100 @@ def decode(raw: bytes, kind: type[T]) -> T:
             loc.extend(_split_path(match.group(1)))
         raise errors.ValidationFailed(loc, message) from exc
     except msgspec.DecodeError as exc:
+        if (at := lone_surrogate(raw)) is not None:  # msgspec may call this "truncated"
+            raise errors.BadRequest(
+                f"Malformed JSON body: lone UTF-16 surrogate escape at byte {at}"
+            ) from exc
         raise errors.BadRequest(f"Malformed JSON body: {exc}") from exc
+
+
+# A JSON string with its escapes already removed, from its opening quote to its closing one or
+# to the end of an unterminated text: every attempt matches, so the scan stays linear.
+_JSON_STRING = re.compile(rb'"[^"]*(?:"|\Z)')
+# Brackets become +1 / -1 (as signed bytes); every other byte is deleted.
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[{]}")
+_DEPTH_CHUNK = 4096  # brackets summed per step of nests_deeper
+
+
+def check_json_text(raw: bytes) -> None:
+    """400 unless ``raw`` is UTF-8 and nests at most ``MAX_JSON_DEPTH`` levels.
+
+    Costs well under a microsecond on a typical body: ``isascii`` and two ``count`` calls, all
+    in C. Only a body with more than ``MAX_JSON_DEPTH`` brackets in all gets the exact scan.
+    """
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # strict: refuses overlong forms, encoded surrogates, > U+10FFFF
+        except UnicodeDecodeError as exc:
+            raise errors.BadRequest(
+                f"Malformed JSON body: invalid UTF-8 at byte {exc.start}"
+            ) from None
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return  # cannot nest deeper than it has brackets
+    if nests_deeper(raw, MAX_JSON_DEPTH):
+        raise errors.BadRequest(f"Malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def nests_deeper(raw: bytes, limit: int) -> bool:
+    """Whether ``raw`` nests arrays and objects more than ``limit`` levels deep.
+
+    Brackets inside strings do not count. The running depth is summed in C, a chunk at a time,
+    so that hostile input (all brackets up front) is refused after the first chunk.
+    """
+    # Escaped backslashes first, then escaped quotes: left to right, as a JSON parser reads them.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    steps = _JSON_STRING.sub(b"", unescaped).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    depth = 0
+    for start in range(0, len(steps), _DEPTH_CHUNK):
+        chunk = array.array("b", steps[start : start + _DEPTH_CHUNK])
+        if max(itertools.accumulate(chunk, initial=depth)) > limit:
+            return True
+        depth += sum(chunk)
+    return False
+
+
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def lone_surrogate(raw: bytes) -> int | None:
+    """The offset of the first ``\\uD800``-``\\uDFFF`` escape that is not half of a pair, if any.
+
+    Only called for a body msgspec already refused, to name the problem.
+    """
+    high_at = high_end = -1
+    for m in _ESCAPE.finditer(raw):
+        unit = int(m.group(1), 16) if m.group(1) else -1
+        if high_at >= 0 and not (m.start() == high_end and 0xDC00 <= unit <= 0xDFFF):
+            return high_at
+        if 0xDC00 <= unit <= 0xDFFF and high_at < 0:
+            return m.start()
+        high_at, high_end = (m.start(), m.end()) if 0xD800 <= unit <= 0xDBFF else (-1, -1)
+    return high_at if high_at >= 0 else None
+
+
+def query_int(call: Call, name: str, low: int, high: int) -> int | None:
+    """The integer query parameter ``name`` (ASCII digits, ``low``..``high``), None if absent."""
+    value = call.query(name)
+    if value is None:
+        return None
+    number = strict_int(value)
+    if number is None or not low <= number <= high:
+        raise errors.ValidationFailed(
+            ["query", name], f"{name} must be an integer between {low} and {high}"
+        )
+    return number
+
+
+def strict_int(value: str) -> int | None:
+    """``value`` as a non-negative int if it is 1 to ``MAX_INT_DIGITS`` ASCII digits, else None.
+
+    ``str.isdigit`` alone accepts digits ``int()`` refuses (``"³"``) and others it reads
+    (Arabic-Indic, full-width); neither belongs in a URL the API documents.
+    """
+    if len(value) <= MAX_INT_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _split_path(path: str) -> list[str | int]:
@@ -239,20 +379,17 @@ def given_fields(body: msgspec.Struct) -> dict[str, Any]:
 
 def page(call: Call, *, descending: bool = False) -> Page:
     """Paging from ``limit`` (1..250, default 50), ``iterator`` and ``order`` query parameters."""
-    raw_limit = call.query("limit")
-    limit = DEFAULT_LIMIT
-    if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise errors.ValidationFailed(
-                ["query", "limit"], f"limit must be an integer between 1 and {MAX_LIMIT}"
-            )
-        limit = int(raw_limit)
+    limit = query_int(call, "limit", 1, MAX_LIMIT)
     order = call.query("order")
     if order is not None:
         if order not in ("ascending", "descending"):
             raise errors.ValidationFailed(["query", "order"], "order is ascending or descending")
         descending = order == "descending"
-    return Page(limit=limit, after=call.query("iterator") or None, descending=descending)
+    return Page(
+        limit=DEFAULT_LIMIT if limit is None else limit,
+        after=call.query("iterator") or None,
+        descending=descending,
+    )
 
 
 def query_time(call: Call, name: str) -> float | None:

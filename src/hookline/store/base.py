@@ -18,7 +18,7 @@ Rules every backend keeps (the claim contract is explained in docs/architecture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -64,18 +64,51 @@ class AttemptFilter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class IdempotentWrite(msgspec.Struct, frozen=True, kw_only=True):
-    """An idempotency key's final answer, committed together with the write it describes."""
+    """An idempotency key's final answer, committed together with the write it describes.
+
+    ``owner`` is the token ``idempotency_begin`` handed out. With it the write (and a
+    ``create_message`` carrying it) commits only while that token still holds the key, inside
+    the same transaction; otherwise it raises ``errors.Conflict`` and writes nothing, so an owner
+    whose lock was taken over cannot commit a second message. None writes the answer outright
+    (no lock was taken: tools and tests).
+    """
 
     key: str
     response: StoredResponse
     expires_at: float
+    owner: str | None = None
 
 
 class IdempotencyState(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``idempotency_begin`` found: this caller owns the key, must wait, or gets a replay."""
+    """What ``idempotency_begin`` found: this caller owns the key, must wait, or gets a replay.
+
+    ``owner`` is set for the state "owner": a fresh random token naming this holder of the lock.
+    """
 
     state: Literal["owner", "pending", "done", "mismatch"]
     response: StoredResponse | None = None
+    owner: str | None = None
+
+
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A token as ``hookline token list`` shows it: never its secret nor its hash.
+
+    ``last_used_at`` is recorded at most once per ``cache.LAST_USED_SECONDS`` per token and API
+    process, so it may be that much older than the token's latest request; None: never used.
+    """
+
+    id: str
+    name: str
+    org_id: str
+    org_name: str
+    created_at: float
+    last_used_at: float | None = None
+
+
+KEY_TAKEN_OVER = (
+    "This request held its idempotency key past the lock and another request took it over; "
+    "nothing was written. Retry with the same key to get that request's answer."
+)
 
 
 class Store(Protocol):
@@ -84,6 +117,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def migrate(self) -> None: ...
     async def ping(self) -> None: ...
+    async def check_writable(self) -> None:
+        """Raise ``errors.Unavailable`` while the store refuses writes (the health check's 503).
+
+        Cheap enough for every health check: reports what recent writes found, never writes.
+        """
+        ...
 
     # tenants and tokens ------------------------------------------------------------------------
     async def ensure_org(self, name: str, now: float) -> Org: ...
@@ -93,6 +132,20 @@ class Store(Protocol):
 
     async def find_token(self, token_hash: str) -> Token | None: ...
     async def count_tokens(self) -> int: ...
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token of every org, oldest first."""
+        ...
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Delete the token (its hash too); False if there is no token with this id."""
+        ...
+
+    async def touch_tokens(self, used: Mapping[str, float]) -> None:
+        """Record when tokens were last used (token id -> time); never moves a time back.
+
+        Ids of tokens that no longer exist are ignored.
+        """
+        ...
 
     # applications ------------------------------------------------------------------------------
     async def create_app(self, app: Application) -> None: ...
@@ -133,8 +186,9 @@ class Store(Protocol):
     ) -> int:
         """Commit the message and its delivery tasks; return how many tasks were created.
 
-        Raises ``errors.Conflict`` when the app already has a message with this ``event_id``,
-        and ``errors.NotFound`` when the app no longer exists (nothing is written either way).
+        Raises ``errors.Conflict`` when the app already has a message with this ``event_id`` or
+        when ``idempotency.owner`` no longer holds its key (``KEY_TAKEN_OVER``), and
+        ``errors.NotFound`` when the app no longer exists (nothing is written in any case).
         """
         ...
 
@@ -203,7 +257,19 @@ class Store(Protocol):
     # idempotency -------------------------------------------------------------------------------
     async def idempotency_begin(
         self, key: str, fingerprint: str, now: float, lock_seconds: float
-    ) -> IdempotencyState: ...
-    async def idempotency_finish(self, write: IdempotentWrite) -> None: ...
-    async def idempotency_release(self, key: str) -> None: ...
+    ) -> IdempotencyState:
+        """Take ``key`` (new, or its lock ran out) or say why not; only taking it writes.
+
+        A repeat that finds the key pending, answered or mismatched is answered from a read.
+        """
+        ...
+
+    async def idempotency_finish(self, write: IdempotentWrite) -> None:
+        """Store the final answer; ``errors.Conflict`` if ``write.owner`` lost the key."""
+        ...
+
+    async def idempotency_release(self, key: str, owner: str | None = None) -> None:
+        """Drop a pending key so a retry can own it; only ``owner``'s lock when one is given."""
+        ...
+
     async def purge_expired(self, now: float) -> int: ...

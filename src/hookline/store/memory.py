@@ -10,8 +10,9 @@ here without a lock. Lookups are linear scans; this backend is not meant for lar
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -43,10 +44,12 @@ from hookline.models import (
     Trigger,
 )
 from hookline.store.base import (
+    KEY_TAKEN_OVER,
     AttemptFilter,
     IdempotencyState,
     IdempotentWrite,
     MessageFilter,
+    TokenInfo,
 )
 from hookline.wakeup import LocalWakeup, Wakeup
 
@@ -105,6 +108,7 @@ class _IdempotencyRow(msgspec.Struct, frozen=True, kw_only=True):
     fingerprint: str  # "" when the answer was written without a begin: matches any request
     expires_at: float
     response: StoredResponse | None = None
+    owner: str | None = None  # the lock holder's token while pending
 
 
 def _page(items: Iterable[_T], key: Callable[[_T], str], page: Page) -> list[_T]:
@@ -131,6 +135,7 @@ class MemoryStore:
         self._orgs: dict[str, Org] = {}
         self._tokens: dict[str, Token] = {}
         self._token_by_hash: dict[str, str] = {}  # token hash -> token id
+        self._token_last_used: dict[str, float] = {}  # token id -> when
         self._apps: dict[str, Application] = {}
         self._event_types: dict[tuple[str, str], EventType] = {}  # (org_id, name)
         self._endpoints: dict[str, Endpoint] = {}
@@ -150,6 +155,9 @@ class MemoryStore:
 
     async def migrate(self) -> None:
         """Nothing to migrate: the layout is the code."""
+
+    async def check_writable(self) -> None:
+        """Always writable: memory never refuses a write."""
 
     async def ping(self) -> None:
         """Always reachable."""
@@ -181,6 +189,37 @@ class MemoryStore:
     async def count_tokens(self) -> int:
         """How many tokens exist across all orgs."""
         return len(self._tokens)
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token of every org, oldest first; never its hash."""
+        tokens = sorted(self._tokens.values(), key=lambda t: (t.created_at, t.id))
+        return [
+            TokenInfo(
+                id=t.id,
+                name=t.name,
+                org_id=t.org_id,
+                org_name=self._orgs[t.org_id].name,
+                created_at=t.created_at,
+                last_used_at=self._token_last_used.get(t.id),
+            )
+            for t in tokens
+        ]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Forget the token and its hash; False if there was none with this id."""
+        if self._tokens.pop(token_id, None) is None:
+            return False
+        self._token_last_used.pop(token_id, None)
+        for token_hash, owner in list(self._token_by_hash.items()):
+            if owner == token_id:
+                del self._token_by_hash[token_hash]
+        return True
+
+    async def touch_tokens(self, used: Mapping[str, float]) -> None:
+        """Record last use; a time never moves back, unknown ids are ignored."""
+        for token_id, at in used.items():
+            if token_id in self._tokens:
+                self._token_last_used[token_id] = max(at, self._token_last_used.get(token_id, at))
 
     # applications ------------------------------------------------------------------------------
     def _app_uid_taken(self, org_id: str, uid: str | None, app_id: str) -> bool:
@@ -351,6 +390,8 @@ class MemoryStore:
             raise errors.Conflict("A message with this id already exists")
         if message.app_id not in self._apps:
             raise errors.NotFound()
+        if idempotency is not None:
+            self._check_owner(idempotency)
         targets = [
             e
             for e in self._endpoints.values()
@@ -674,11 +715,13 @@ class MemoryStore:
         row = self._idempotency.get(key)
         if row is None or row.expires_at <= now:
             # New key, an answer past its replay window, or an owner whose lock ran out (it
-            # crashed before committing anything): this caller takes the key.
+            # crashed or stalled): this caller takes the key under a token of its own, so the
+            # stalled owner's commit is refused (_check_owner).
+            owner = secrets.token_hex(16)
             self._idempotency[key] = _IdempotencyRow(
-                fingerprint=fingerprint, expires_at=now + lock_seconds
+                fingerprint=fingerprint, expires_at=now + lock_seconds, owner=owner
             )
-            return IdempotencyState(state="owner")
+            return IdempotencyState(state="owner", owner=owner)
         if row.response is not None:
             if row.fingerprint and row.fingerprint != fingerprint:
                 return IdempotencyState(state="mismatch")
@@ -686,6 +729,18 @@ class MemoryStore:
         if row.fingerprint != fingerprint:
             return IdempotencyState(state="mismatch")
         return IdempotencyState(state="pending")
+
+    def _check_owner(self, write: IdempotentWrite) -> None:
+        """Raise unless ``write`` may commit: no owner given, or its owner still holds the key.
+
+        An expired lock still held by nobody else counts as held (keep in step with
+        idempotency_finish_owned in queries.sql).
+        """
+        if write.owner is None:
+            return
+        row = self._idempotency.get(write.key)
+        if row is None or row.response is not None or row.owner != write.owner:
+            raise errors.Conflict(KEY_TAKEN_OVER)
 
     def _finish_idempotency(self, write: IdempotentWrite) -> None:
         row = self._idempotency.get(write.key)
@@ -698,12 +753,13 @@ class MemoryStore:
 
     async def idempotency_finish(self, write: IdempotentWrite) -> None:
         """Store the key's final answer, replayed to repeats until ``write.expires_at``."""
+        self._check_owner(write)
         self._finish_idempotency(write)
 
-    async def idempotency_release(self, key: str) -> None:
+    async def idempotency_release(self, key: str, owner: str | None = None) -> None:
         """Drop a pending key (the request failed before answering) so a retry can own it."""
         row = self._idempotency.get(key)
-        if row is not None and row.response is None:
+        if row is not None and row.response is None and (owner is None or row.owner == owner):
             del self._idempotency[key]
 
     async def purge_expired(self, now: float) -> int:

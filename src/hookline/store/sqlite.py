@@ -23,10 +23,11 @@ the writer commits.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,10 +63,12 @@ from hookline.models import (
 from hookline.store import queries, sqlite_rows, sqlite_writer
 from hookline.store import sqlite_claiming as claiming
 from hookline.store.base import (
+    KEY_TAKEN_OVER,
     AttemptFilter,
     IdempotencyState,
     IdempotentWrite,
     MessageFilter,
+    TokenInfo,
 )
 from hookline.wakeup import LocalWakeup, Wakeup
 
@@ -127,6 +130,9 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
+    async def check_writable(self) -> None:
+        self._writer.check_writable()
+
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -171,6 +177,25 @@ class SqliteStore:
     async def count_tokens(self) -> int:
         row = await self._read(lambda c: c.execute(Q["token_count"]).fetchone())
         return int(row[0])
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        rows = await self._read(lambda c: c.execute(Q["token_list"]).fetchall())
+        return [
+            TokenInfo(
+                id=r[0], name=r[1], org_id=r[2], org_name=r[3], created_at=r[4], last_used_at=r[5]
+            )
+            for r in rows
+        ]
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return bool(
+            await self._write(lambda c: c.execute(Q["token_delete"], (token_id,)).rowcount > 0)
+        )
+
+    async def touch_tokens(self, used: Mapping[str, float]) -> None:
+        rows = [(at, token_id) for token_id, at in used.items()]
+        if rows:
+            await self._write(lambda c: c.executemany(Q["token_touch"], rows))
 
     # applications ------------------------------------------------------------------------------
     async def create_app(self, app: Application) -> None:
@@ -629,20 +654,20 @@ class SqliteStore:
     async def idempotency_begin(
         self, key: str, fingerprint: str, now: float, lock_seconds: float
     ) -> IdempotencyState:
+        # Repeats poll this while the owner works: answer them from a reader, so waiting costs
+        # no write transaction. Only taking the key (new, or its lock ran out) writes.
+        row = await self._read(lambda c: c.execute(Q["idempotency_get"], (key,)).fetchone())
+        seen = _idempotency_seen(row, fingerprint, now)
+        if seen is not None:
+            return seen
+        owner = secrets.token_hex(16)
+
         def op(c: sqlite3.Connection) -> IdempotencyState:
+            # Look again inside the write transaction: another caller may have taken it since.
             row = c.execute(Q["idempotency_get"], (key,)).fetchone()
-            if row is not None and row[5] > now:
-                stored_fp, state, lock_until, status, body, _ = row
-                if state == 1:
-                    if stored_fp and stored_fp != fingerprint:
-                        return IdempotencyState(state="mismatch")
-                    return IdempotencyState(
-                        state="done", response=StoredResponse(status=status, body=bytes(body))
-                    )
-                if stored_fp != fingerprint:
-                    return IdempotencyState(state="mismatch")
-                if lock_until is not None and lock_until > now:
-                    return IdempotencyState(state="pending")
+            seen = _idempotency_seen(row, fingerprint, now)
+            if seen is not None:
+                return seen
             lock_until = now + lock_seconds
             c.execute(
                 Q["idempotency_lock"],
@@ -651,17 +676,21 @@ class SqliteStore:
                     "fingerprint": fingerprint,
                     "lock_until": lock_until,
                     "expires_at": lock_until,
+                    "owner": owner,
                 },
             )
-            return IdempotencyState(state="owner")
+            return IdempotencyState(state="owner", owner=owner)
 
         return await self._write(op)
 
     async def idempotency_finish(self, write: IdempotentWrite) -> None:
         await self._write(lambda c: _finish_idempotency(c, write))
 
-    async def idempotency_release(self, key: str) -> None:
-        await self._write(lambda c: c.execute(Q["idempotency_release"], (key,)))
+    async def idempotency_release(self, key: str, owner: str | None = None) -> None:
+        if owner is None:
+            await self._write(lambda c: c.execute(Q["idempotency_release"], (key,)))
+        else:
+            await self._write(lambda c: c.execute(Q["idempotency_release_owned"], (key, owner)))
 
     async def purge_expired(self, now: float) -> int:
         cur = await self._write(lambda c: c.execute(Q["idempotency_purge"], (now,)), bulk=True)
@@ -704,16 +733,45 @@ def _conflict_on_unique(
     return wrapped
 
 
+def _idempotency_seen(
+    row: tuple[Any, ...] | None, fingerprint: str, now: float
+) -> IdempotencyState | None:
+    """What a request finds under its key, or None when it may take the key.
+
+    Keep in step with idempotency_begin in memory.py.
+    """
+    if row is None or row[5] <= now:
+        return None  # new key, or past its replay window / lock (expires_at = lock_until)
+    stored_fp, state, lock_until, status, body, _ = row
+    if state == 1:
+        if stored_fp and stored_fp != fingerprint:
+            return IdempotencyState(state="mismatch")
+        return IdempotencyState(
+            state="done", response=StoredResponse(status=status, body=bytes(body))
+        )
+    if stored_fp != fingerprint:
+        return IdempotencyState(state="mismatch")
+    if lock_until is not None and lock_until > now:
+        return IdempotencyState(state="pending")
+    return None
+
+
 def _finish_idempotency(c: sqlite3.Connection, write: IdempotentWrite) -> None:
-    c.execute(
-        Q["idempotency_finish"],
-        {
-            "key": write.key,
-            "status": write.response.status,
-            "body": write.response.body,
-            "expires_at": write.expires_at,
-        },
-    )
+    """Write the key's answer; with an owner, only while that owner still holds the key.
+
+    Raising undoes the whole operation (its SAVEPOINT), so ``create_message`` writes no message
+    for an owner that was taken over.
+    """
+    args = {
+        "key": write.key,
+        "status": write.response.status,
+        "body": write.response.body,
+        "expires_at": write.expires_at,
+    }
+    if write.owner is None:
+        c.execute(Q["idempotency_finish"], args)
+    elif c.execute(Q["idempotency_finish_owned"], {**args, "owner": write.owner}).rowcount != 1:
+        raise errors.Conflict(KEY_TAKEN_OVER)
 
 
 def _time_window(

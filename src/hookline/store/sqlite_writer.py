@@ -11,7 +11,14 @@ When the store cannot write (the disk is full, an I/O error, another process hol
 lock past ``BUSY_TIMEOUT_MS``, ``MAX_QUEUED_WRITES`` already waiting), every write in the batch
 fails with ``errors.Unavailable`` (503 with ``Retry-After``) and nothing of it is committed; the
 connection is rolled back and the next batch tries again, so writes resume by themselves once
-the cause is gone. ``store_unwritable`` and ``store_writable`` are logged once per episode.
+the cause is gone. ``store_unwritable`` and ``store_writable`` are logged once per episode, and
+``Writer.check_writable`` (the health check) reports the episode without writing anything.
+
+Whatever fails, every caller of a batch is answered and no transaction outlives its batch: a
+failing BEGIN, statement, COMMIT or writer-thread call fails the batch with
+``errors.Unavailable``; a ROLLBACK that fails closes the connection (which rolls back) and opens
+a new one; a cancelled flusher still finishes the transaction it started (its outcome is only
+known once the writer thread returns) and the rest of the queue before it ends.
 
 The bound on the WAL: the ``-wal`` file stays below ``WAL_TRUNCATE_BYTES`` (64 MiB) plus what
 the writer appends between two checkpoint ticks (``CHECKPOINT_SECONDS``) and during the
@@ -68,8 +75,14 @@ JOURNAL_SIZE_LIMIT_BYTES = 16 * MIB
 # a full disk each checkpoint that lets the WAL restart lets a few writes through (into space
 # the WAL file already has), which would otherwise log a recovery every CHECKPOINT_SECONDS.
 RECOVERED_AFTER_SECONDS = 5.0
+# How long after its last refused write the health check still reports an unwritable episode.
+# Without a limit a store that nobody writes to any more (a load balancer took the instance out
+# because of that very health check) would stay "unwritable" for good, since only writes end
+# an episode; with it, the check answers 204 again and the next refused write turns it back.
+REFUSALS_SHOWN_SECONDS = 30.0
 
 QUEUE_FULL = "queue_full"
+WRITE_FAILED = "write_failed"
 # SQLite primary result codes that mean "cannot write now", not "this write is wrong".
 _UNWRITABLE = {
     sqlite3.SQLITE_FULL: "disk_full",
@@ -84,6 +97,8 @@ _REFUSALS: dict[str, tuple[int, str]] = {
     QUEUE_FULL: (1, "Too many writes are waiting; retry later"),
     "busy": (1, "The database is busy; retry later"),
     "commit_failed": (1, "The write could not be committed; retry later"),
+    # BEGIN, a SAVEPOINT or the writer thread failed (or the transaction was interrupted)
+    WRITE_FAILED: (1, "The write could not be completed; retry later"),
     "disk_full": (5, "The database's disk is full; retry later"),
     "io_error": (5, "The database could not write to disk; retry later"),
     "read_only": (5, "The database is read-only; retry later"),
@@ -174,14 +189,18 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._txn: asyncio.Task[list[tuple[bool, Any]]] | None = None  # the batch committing
         self._unwritable: str | None = None  # why writes are refused, while they are
         self._unwritable_since = 0.0
         self._recovering_since: float | None = None  # writes succeed again since then
         self._refused = 0  # writes refused since the store became unwritable
+        self._last_refused_at = 0.0
+        self._opened = False  # start() ran: a dropped connection may be opened again
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open)
+        self._opened = True
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self._path, readonly=False)
@@ -212,82 +231,161 @@ class Writer:
         self._queue.append((_Op(fn, bulk), fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
+            self._flusher.add_done_callback(self._flusher_done)
         # A cancelled caller cancels only its own future: the batch goes on, and _flush skips
         # answering a future that is already done.
         return await fut
 
     async def _flush(self) -> None:
+        """Commit batches until the queue is empty; a cancellation waits for that too.
+
+        The transaction runs as a task of its own that the flusher waits for, and a cancelled
+        flusher goes on waiting: once COMMIT is on the writer thread it cannot be stopped, and
+        only its result tells whether the callers' writes are durable. Answering them
+        "failed" while it commits would invite a retry that duplicates the write.
+        """
         loop = asyncio.get_running_loop()
+        cancelled = False
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                ops = [op for op, _ in batch]
-                try:
-                    outcomes = await self._transaction(loop, ops)
-                except Exception as exc:  # a bug here must not leave callers waiting forever
-                    log.exception("sqlite_batch_failed", writes=len(ops))
-                    outcomes = [(False, exc)] * len(ops)
-                for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
-                    if fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
+                txn = self._txn = loop.create_task(self._transaction(loop, [op for op, _ in batch]))
+                while not txn.done():
+                    try:
+                        await asyncio.wait([txn])
+                    except asyncio.CancelledError:
+                        cancelled = True
+                self._answer(batch, txn)
         finally:
             self._flusher = None
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _answer(
+        self,
+        batch: list[tuple[_Op, asyncio.Future[Any]]],
+        txn: asyncio.Task[list[tuple[bool, Any]]],
+    ) -> None:
+        """Answer every caller of ``batch`` that is still waiting, whatever ended ``txn``."""
+        if txn.cancelled():
+            outcomes = self._failed([op for op, _ in batch], _Interrupted(), committing=False)
+        elif (exc := txn.exception()) is not None:  # a bug: must not leave callers waiting
+            log.error("sqlite_batch_failed", writes=len(batch), exc_info=exc)
+            if not isinstance(exc, Exception):
+                exc = _Interrupted()
+            outcomes = self._failed([op for op, _ in batch], exc, committing=False)
+        else:
+            outcomes = txn.result()
+        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if fut.done():  # its caller was cancelled
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _flusher_done(self, task: asyncio.Task[None]) -> None:
+        """Answer writes a flusher left queued: one cancelled before it ever ran leaves all."""
+        if self._flusher is task:
+            self._flusher = None
+        if self._queue and self._flusher is None:
+            left, self._queue = self._queue, []
+            outcomes = self._failed([op for op, _ in left], _Interrupted(), committing=False)
+            for (_, fut), (_, exc) in zip(left, outcomes, strict=True):
+                if not fut.done():
+                    fut.set_exception(exc)
 
     async def _transaction(
         self, loop: asyncio.AbstractEventLoop, ops: list[_Op]
     ) -> list[tuple[bool, Any]]:
-        conn = self._conn
-        assert conn is not None, "writer used before start()"
-        if conn.in_transaction:  # the ROLLBACK after an earlier failure did not go through
-            await self._abandon(loop, conn)
-        changes = conn.total_changes
         try:
+            conn = await self._connection()
+            if conn.in_transaction:  # an earlier transaction was left open: never build on it
+                await self._abandon(conn)
+                conn = await self._connection()
+            changes = conn.total_changes
             await _begin(conn)
-        except Exception as exc:  # e.g. another process held the write lock past BUSY_TIMEOUT_MS
+        # e.g. another process held the write lock past BUSY_TIMEOUT_MS; the connection could
+        # not be opened; a cancellation while _begin waited for the lock (nothing begun then)
+        except asyncio.CancelledError:
+            return self._failed(ops, _Interrupted(), committing=False)
+        except Exception as exc:
             return self._failed(ops, exc, committing=False)
         outcomes: list[tuple[bool, Any]] = []
         try:
             for op in ops:
                 if op.bulk:
-                    outcomes.append(await loop.run_in_executor(self._executor, _isolated, conn, op))
+                    outcomes.append(await self._on_thread(_isolated, conn, op))
                 else:
                     outcomes.append(_isolated(conn, op))
-        except Exception as exc:  # the disk is full or failing (see _isolated)
-            await self._abandon(loop, conn)
+        except Exception as exc:  # the disk is full or failing (see _isolated), or the thread
+            await self._abandon(conn)
             return self._failed(ops, exc, committing=False)
         try:
-            await loop.run_in_executor(self._executor, conn.execute, "COMMIT")
+            await self._on_thread(conn.execute, "COMMIT")
         except Exception as exc:  # the commit itself failed: nothing in the batch is durable
-            await self._abandon(loop, conn)
+            await self._abandon(conn)
             return self._failed(ops, exc, committing=True)
         # Only a commit that wrote rows shows there is room: an empty one (a claim that found
         # nothing due) commits even on a full disk.
         self._committed(wrote=conn.total_changes > changes)
         return outcomes
 
-    async def _abandon(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection) -> None:
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the writer thread and wait until it has returned, even if cancelled.
+
+        The thread goes on using the connection whatever happens to the awaiting task, so the
+        transaction's next step (or the next transaction) must not start before it is done.
+        """
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        while True:
+            try:
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if fut.cancelled():  # the executor dropped it unrun
+                    raise _Interrupted() from None
+
+    async def _connection(self) -> sqlite3.Connection:
+        """The write connection, opened again if an earlier failure had to drop it."""
+        if self._conn is None:
+            if self._opened is False:
+                raise RuntimeError("writer used before start()")
+            self._conn = await self._on_thread(self._open)
+        return self._conn
+
+    async def _abandon(self, conn: sqlite3.Connection) -> None:
         """Roll back what is left of a failed transaction, so that the next one can begin.
 
         After a full disk or an I/O error SQLite may or may not have rolled back already; a
-        failed COMMIT leaves the transaction open. A ROLLBACK that fails is tried again before
-        the next BEGIN.
+        failed COMMIT leaves the transaction open. If ROLLBACK fails too, the connection is
+        closed (closing rolls back, and releases the write lock another process may be
+        waiting for) and a new one opened; if that fails, the next batch tries again. Never
+        raises: the batch has failed already, and its callers must be answered.
         """
         try:
-            await loop.run_in_executor(self._executor, _rollback, conn)
-        except sqlite3.Error:
+            await self._on_thread(_rollback, conn)
+            return
+        except Exception:
             log.exception("sqlite_rollback_failed")
+        self._conn = None
+        try:
+            await self._on_thread(conn.close)
+        except Exception:
+            log.exception("sqlite_close_failed")
+        try:
+            self._conn = await self._on_thread(self._open)
+        except Exception:
+            log.exception("sqlite_reopen_failed")  # _connection tries again for the next batch
+        else:
+            log.info("sqlite_writer_reopened")
 
     def _failed(
         self, ops: list[_Op], exc: Exception, *, committing: bool
     ) -> list[tuple[bool, Any]]:
         """Every operation's outcome when the batch's transaction failed with ``exc``."""
-        reason = _unwritable(exc) or ("commit_failed" if committing else None)
-        if reason is None:  # not the store's condition: callers see the error itself
-            return [(False, exc)] * len(ops)
+        # Whatever ends a transaction is the store's condition, not the callers' doing (an
+        # operation's own error stays inside its SAVEPOINT): every caller is told to retry.
+        reason = _unwritable(exc) or ("commit_failed" if committing else WRITE_FAILED)
         self._refuse(reason, exc, count=len(ops))
         outcomes: list[tuple[bool, Any]] = []
         for _ in ops:
@@ -305,6 +403,8 @@ class Writer:
         now = time.monotonic()
         self._settle(now)
         self._refused += count
+        if reason != QUEUE_FULL:
+            self._last_refused_at = now
         self._recovering_since = None
         if self._unwritable is not None and (
             self._unwritable != QUEUE_FULL or reason == QUEUE_FULL
@@ -349,13 +449,38 @@ class Writer:
         self._recovering_since = None
         self._refused = 0
 
+    def check_writable(self) -> None:
+        """Raise ``errors.Unavailable`` while writes are being refused; never writes itself.
+
+        Reports the episode that ``store_unwritable`` logged, until ``store_writable`` would
+        be, or until ``REFUSALS_SHOWN_SECONDS`` passed without a refused write. A full queue
+        is not reported: that is load, which the refused requests already answer with 503,
+        and a failing health check under load would take a busy but healthy instance away.
+        """
+        now = time.monotonic()
+        self._settle(now)
+        reason = self._unwritable
+        if reason is None or now - self._last_refused_at > REFUSALS_SHOWN_SECONDS:
+            return
+        if reason == QUEUE_FULL:
+            return
+        retry_after, _ = _REFUSALS[reason]
+        raise errors.Unavailable(f"database cannot write: {reason}", retry_after=retry_after)
+
     async def close(self) -> None:
-        while self._flusher is not None:
-            await self._flusher  # finish what callers are waiting on before closing
+        while (flusher := self._flusher) is not None:
+            await asyncio.wait([flusher])  # finish what callers are waiting on before closing
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+
+
+class _Interrupted(Exception):
+    """The batch's transaction was cancelled before it could run."""
+
+    def __str__(self) -> str:
+        return "the write was interrupted before it ran"
 
 
 def _unavailable(reason: str) -> errors.Unavailable:

@@ -16,6 +16,17 @@ SELECT id, org_id, name, created_at FROM tokens WHERE token_hash = ?
 -- name: token_count
 SELECT count(*) FROM tokens
 
+-- name: token_list
+SELECT t.id, t.name, t.org_id, o.name, t.created_at, t.last_used_at
+FROM tokens t JOIN orgs o ON o.id = t.org_id
+ORDER BY t.created_at, t.id
+
+-- name: token_delete
+DELETE FROM tokens WHERE id = ?
+
+-- name: token_touch
+UPDATE tokens SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?
+
 -- name: app_insert
 INSERT INTO applications (id, org_id, uid, name, throttle_rate, metadata, created_at, updated_at)
 VALUES (:id, :org_id, :uid, :name, :throttle_rate, :metadata, :created_at, :updated_at)
@@ -224,20 +235,33 @@ FROM attempts WHERE app_id = ? AND msg_id = ? AND id = ?
 -- name: idempotency_get
 SELECT fingerprint, state, lock_until, status, body, expires_at FROM idempotency WHERE key = ?
 
+-- Taking a key (new or expired) hands it to a fresh owner token: the previous owner's
+-- idempotency_finish_owned no longer matches.
 -- name: idempotency_lock
-INSERT INTO idempotency (key, fingerprint, state, lock_until, expires_at)
-VALUES (:key, :fingerprint, 0, :lock_until, :expires_at)
+INSERT INTO idempotency (key, fingerprint, state, lock_until, expires_at, owner)
+VALUES (:key, :fingerprint, 0, :lock_until, :expires_at, :owner)
 ON CONFLICT (key) DO UPDATE SET fingerprint = :fingerprint, state = 0, lock_until = :lock_until,
-    status = NULL, body = NULL, expires_at = :expires_at
+    status = NULL, body = NULL, expires_at = :expires_at, owner = :owner
 
+-- An answer written without a lock (no owner to check).
 -- name: idempotency_finish
 INSERT INTO idempotency (key, fingerprint, state, status, body, expires_at)
 VALUES (:key, '', 1, :status, :body, :expires_at)
 ON CONFLICT (key) DO UPDATE SET state = 1, lock_until = NULL, status = :status, body = :body,
+    expires_at = :expires_at, owner = NULL
+
+-- The owner's answer: no row changes (the caller refuses the write) unless :owner still holds
+-- the pending key. Keep in step with MemoryStore._check_owner.
+-- name: idempotency_finish_owned
+UPDATE idempotency SET state = 1, lock_until = NULL, owner = NULL, status = :status, body = :body,
     expires_at = :expires_at
+WHERE key = :key AND state = 0 AND owner = :owner
 
 -- name: idempotency_release
 DELETE FROM idempotency WHERE key = ? AND state = 0
+
+-- name: idempotency_release_owned
+DELETE FROM idempotency WHERE key = ? AND state = 0 AND owner = ?
 
 -- Finished answers past their 24 h, and locks of requests that died (expires_at = lock_until).
 -- name: idempotency_purge

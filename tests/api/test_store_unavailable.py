@@ -52,10 +52,12 @@ async def test_an_unexpected_failure_answers_a_json_500_and_is_logged_without_it
             f"/api/v1/app/{app_id}/msg", json={"eventType": "a.b", "payload": {"n": 1}}
         )
     body = assert_error(resp, 500, "internal_error")
-    assert body["detail"] == "Internal server error"
+    request_id = resp.headers["x-request-id"]
+    assert body["detail"] == f"Internal server error (request id {request_id})"
     assert "secret-payload-data" not in resp.text
     assert "retry-after" not in resp.headers
     failed = [e for e in logs if e["event"] == "request_failed"]
     assert len(failed) == 1, logs
     assert failed[0]["method"] == "POST"
     assert failed[0]["route"] == "/app/{app_id}/msg"  # the route, not the ids in the path
+    assert failed[0]["request_id"] == request_id  # the client's answer leads to this line

@@ -13,6 +13,7 @@ import array
 import hashlib
 import itertools
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,9 +151,15 @@ def route(
             except Exception:
                 # A bug, not the client's doing: log it and answer in the API's shape rather than
                 # Starlette's plain-text 500.
-                log.exception("request_failed", method=method, route=path)
-                internal = {"code": "internal_error", "detail": "Internal server error"}
-                return Response(_encoder.encode(internal), 500, media_type=JSON)
+                # The request id ties the client's answer to the log line with the traceback.
+                request_id = secrets.token_hex(8)
+                log.exception("request_failed", method=method, route=path, request_id=request_id)
+                internal = {
+                    "code": "internal_error",
+                    "detail": f"Internal server error (request id {request_id})",
+                }
+                headers = {"x-request-id": request_id}
+                return Response(_encoder.encode(internal), 500, headers, media_type=JSON)
 
         OPERATIONS.append(
             Operation(

@@ -130,7 +130,18 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes  # the exact JSON bytes that are delivered
     event_id: str | None = None
     channels: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None  # free-form labels the message list filters on
+    # When the first attempt may be made (Svix's ``deliverAt``): the delivery tasks are due then,
+    # not at ``created_at``. None, or a time not after ``created_at``: at once.
+    deliver_at: float | None = None
     created_at: float
+
+    @property
+    def first_due_at(self) -> float:
+        """When this message's delivery tasks first fall due."""
+        if self.deliver_at is None:
+            return self.created_at
+        return max(self.created_at, self.deliver_at)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):

@@ -58,10 +58,16 @@ async def create_application(call: Call, body: ApplicationIn) -> object:
         existing = await call.api.store.get_app(call.org_id, body.uid)
         if existing is not None:
             return http.respond(out(existing), 200)
-    now = time.time()
-    app = Application(
+    app = new(call.org_id, body, time.time())
+    await call.api.store.create_app(app)
+    return out(app)
+
+
+def new(org_id: str, body: ApplicationIn, now: float) -> Application:
+    """A fresh application from its API input (not stored yet)."""
+    return Application(
         id=ids.new(ids.APP),
-        org_id=call.org_id,
+        org_id=org_id,
         name=body.name,
         uid=body.uid,
         throttle_rate=body.throttle_rate,
@@ -69,8 +75,6 @@ async def create_application(call: Call, body: ApplicationIn) -> object:
         created_at=now,
         updated_at=now,
     )
-    await call.api.store.create_app(app)
-    return out(app)
 
 
 @route("GET", "/app/{app_id}", response=ApplicationOut, tag=TAG)

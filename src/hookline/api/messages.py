@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import msgspec
 from starlette.responses import Response
 
 from hookline import errors, ids
-from hookline.api import http, idempotency
+from hookline.api import applications, http, idempotency, schemas
 from hookline.api.applications import load as load_app
 from hookline.api.http import Call, route
-from hookline.api.schemas import MessageIn, MessageOut
-from hookline.models import Message
+from hookline.api.schemas import ApplicationIn, MessageIn, MessageOut
+from hookline.models import Application, Message
 from hookline.store.base import MessageFilter
 
 TAG = "Message"
+# How far ahead ``deliverAt`` may be: Svix documents "no more than 24 hours in the future".
+# Svix also asks for at least a minute ahead; hookline takes any time, and one already past
+# means "now" (the store never schedules a first attempt before the message's creation).
+MAX_DELIVER_AHEAD_SECONDS = 24 * 3600
+_UID = re.compile(schemas.NAME_PATTERN)
 EMPTY = msgspec.Raw(b"{}")
 _encoder = msgspec.json.Encoder()
 
@@ -26,6 +34,8 @@ def out(msg: Message, with_content: bool = True) -> MessageOut:
         channels=list(msg.channels) if msg.channels is not None else None,
         timestamp=http.iso(msg.created_at),
         payload=msgspec.Raw(msg.payload) if with_content else EMPTY,
+        tags=list(msg.tags) if msg.tags is not None else None,
+        deliver_at=http.iso(msg.deliver_at) if msg.deliver_at is not None else None,
     )
 
 
@@ -43,23 +53,42 @@ def with_content(call: Call) -> bool:
     tag=TAG,
 )
 async def create_message(call: Call, body: MessageIn) -> object:
-    """Send a message: answered 202 once it and its delivery tasks are committed."""
+    """Send a message: answered 202 once it and its delivery tasks are committed.
+
+    With ``application``, an app named by the path's ``app_id`` (as its uid) is created first
+    when there is none: a commit of its own, so a message refused after that leaves the app in
+    place, as if it had been created with ``POST /app``.
+    """
     if call.api.backlog is not None:
         call.api.backlog.check()
-    app = await call.api.apps.lookup(call.org_id, call.path("app_id"))
-    if app is None:
-        raise errors.NotFound()
+    for attr, wire in schemas.UNSUPPORTED:
+        if getattr(body, attr) is not None:
+            raise errors.ValidationFailed(["body", wire], f"{wire} is not supported by hookline")
     payload = bytes(body.payload)
     if not payload.lstrip().startswith(b"{"):
         raise errors.ValidationFailed(["body", "payload"], "payload must be a JSON object")
+    now = call.api.clock()
+    deliver_at = None if body.deliver_at is None else body.deliver_at.timestamp()
+    if deliver_at is not None and deliver_at > now + MAX_DELIVER_AHEAD_SECONDS:
+        raise errors.ValidationFailed(
+            ["body", "deliverAt"], "deliverAt must be no more than 24 hours in the future"
+        )
+    ref = call.path("app_id")
+    app = await call.api.apps.lookup(call.org_id, ref)
+    if app is None:
+        if body.application is None:
+            raise errors.NotFound()
+        app = await create_app_inline(call, ref, body.application)
     msg = Message(
         id=ids.new(ids.MESSAGE),
         app_id=app.id,
         event_type=body.event_type,
         event_id=body.event_id,
         channels=tuple(body.channels) if body.channels else None,
+        tags=tuple(dict.fromkeys(body.tags)) if body.tags else None,  # a set, as Svix keeps
+        deliver_at=deliver_at,
         payload=payload,
-        created_at=call.api.clock(),
+        created_at=now,
     )
     encoded = _encoder.encode(out(msg, with_content(call)))
     pending = idempotency.current.get()
@@ -71,11 +100,41 @@ async def create_message(call: Call, body: MessageIn) -> object:
     return Response(encoded, 202, media_type=http.JSON)
 
 
+async def create_app_inline(call: Call, ref: str, body: ApplicationIn) -> Application:
+    """Svix's ``MessageIn.application``: create the app whose uid is the path's ``app_id``."""
+    if len(ref) > 256 or not _UID.fullmatch(ref) or ref.startswith(f"{ids.APP}_"):
+        # an app id (app_...) names an app that was deleted or never existed: not a uid to take
+        raise errors.NotFound()
+    if body.uid is not None and body.uid != ref:
+        raise errors.ValidationFailed(
+            ["body", "application", "uid"], "application.uid must be absent or the path's app_id"
+        )
+    app = applications.new(call.org_id, msgspec.structs.replace(body, uid=ref), time.time())
+    try:
+        await call.api.store.create_app(app)
+    except errors.Conflict:
+        # another request created it in between: Svix ignores ``application`` then
+        existing = await call.api.store.get_app(call.org_id, ref)
+        if existing is None:
+            raise
+        return existing
+    return app
+
+
 @route(
     "GET",
     "/app/{app_id}/msg",
     response=http.ListResponse,
-    query=("limit", "iterator", "channel", "event_types", "before", "after", "with_content"),
+    query=(
+        "limit",
+        "iterator",
+        "channel",
+        "tag",
+        "event_types",
+        "before",
+        "after",
+        "with_content",
+    ),
     tag=TAG,
 )
 async def list_messages(call: Call) -> object:
@@ -84,6 +143,7 @@ async def list_messages(call: Call) -> object:
     page = http.page(call, descending=True)
     flt = MessageFilter(
         channel=call.query("channel"),
+        tag=call.query("tag"),
         event_types=event_types_query(call),
         before=http.query_time(call, "before"),
         after=http.query_time(call, "after"),

@@ -1,11 +1,13 @@
 """Request and response shapes, field for field as the Svix API (camelCase on the wire).
 
-Input structs ignore unknown fields (as Svix does). PATCH structs default every field to UNSET so
-that "absent" and "null" stay different.
+Input structs ignore unknown fields (as Svix does); Svix fields that hookline does not implement
+are declared and refused when given (``UNSUPPORTED``), never dropped. PATCH structs default every
+field to UNSET so that "absent" and "null" stay different.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -18,6 +20,9 @@ NAME_PATTERN = r"^[a-zA-Z0-9\-_.]+$"
 Uid = Annotated[str, Meta(min_length=1, max_length=256, pattern=NAME_PATTERN)]
 EventTypeName = Annotated[str, Meta(min_length=1, max_length=256, pattern=NAME_PATTERN)]
 Channel = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+# Svix's message tags: the same shape as channels, plus "/", "\" and "#" (as in Svix's later API
+# documents; the reference document in use predates tags).
+Tag = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9\-_./\\#]+$")]
 Secret = Annotated[str, Meta(pattern=SECRET_PATTERN)]
 Rate = Annotated[int, Meta(ge=0, le=65535)]
 Url = Annotated[str, Meta(min_length=1, max_length=65536)]
@@ -198,11 +203,30 @@ class RecoverOut(_Out):
 
 # messages and attempts -------------------------------------------------------------------------
 class MessageIn(_In):
+    """Every field of Svix's ``MessageIn`` (svix SDK 2.9.1); ``UNSUPPORTED`` ones are refused.
+
+    Fields Svix does not define are ignored, as Svix does (and a body that is not valid JSON text
+    there is still a 400, see ``http.decode``). The svix SDK sends only the fields its caller set.
+    """
+
     event_type: EventTypeName
     payload: msgspec.Raw  # kept as the exact bytes received: they are what gets delivered
     event_id: Uid | None = None
     channels: list[Channel] | None = None
-    payload_retention_period: int | None = None
+    tags: Annotated[list[Tag], Meta(min_length=1, max_length=5)] | None = None
+    deliver_at: Annotated[datetime, Meta(tz=True)] | None = None  # RFC 3339 with an offset
+    application: ApplicationIn | None = None
+    payload_retention_period: int | None = None  # accepted and ignored (docs/architecture.md)
+    # known to Svix, not implemented: a value other than null is refused (see UNSUPPORTED)
+    payload_retention_hours: Any = None
+    transformations_params: Any = None
+
+
+# MessageIn fields refused with a 422 unless null: (attribute, wire name).
+UNSUPPORTED = (
+    ("payload_retention_hours", "payloadRetentionHours"),
+    ("transformations_params", "transformationsParams"),
+)
 
 
 class MessageOut(_Out):
@@ -212,6 +236,8 @@ class MessageOut(_Out):
     channels: list[str] | None
     timestamp: str
     payload: msgspec.Raw | None = None
+    tags: list[str] | None = None
+    deliver_at: str | None = None
 
 
 class MessageAttemptOut(_Out):

@@ -49,6 +49,7 @@ from hookline.wakeup import Wakeup
 
 class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     channel: str | None = None
+    tag: str | None = None  # messages carrying this tag among their ``tags``
     event_types: tuple[str, ...] | None = None
     before: float | None = None
     after: float | None = None
@@ -185,6 +186,9 @@ class Store(Protocol):
         self, message: Message, idempotency: IdempotentWrite | None = None
     ) -> int:
         """Commit the message and its delivery tasks; return how many tasks were created.
+
+        The tasks are first due at ``message.first_due_at`` (its ``deliver_at`` when that is
+        later than ``created_at``).
 
         Raises ``errors.Conflict`` when the app already has a message with this ``event_id`` or
         when ``idempotency.owner`` no longer holds its key (``KEY_TAKEN_OVER``), and

@@ -407,7 +407,7 @@ class MemoryStore:
                 app_id=message.app_id,
                 status=MessageStatus.PENDING,
                 attempts=0,
-                next_attempt_at=message.created_at,
+                next_attempt_at=message.first_due_at,  # deliverAt, when given
                 updated_at=message.created_at,
                 trigger=Trigger.SCHEDULED,
             )
@@ -432,6 +432,7 @@ class MemoryStore:
             return (
                 m.app_id == app_id
                 and (flt.channel is None or flt.channel in (m.channels or ()))
+                and (flt.tag is None or flt.tag in (m.tags or ()))
                 and (flt.event_types is None or m.event_type in flt.event_types)
                 and (flt.before is None or m.created_at < flt.before)
                 and (flt.after is None or m.created_at > flt.after)

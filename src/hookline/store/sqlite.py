@@ -307,7 +307,9 @@ class SqliteStore:
         self, message: Message, idempotency: IdempotentWrite | None = None
     ) -> int:
         m = message
-        channels = None if m.channels is None else sqlite_rows.encoder.encode(m.channels).decode()
+        channels = sqlite_rows.opt_json(m.channels)
+        tags = sqlite_rows.opt_json(m.tags)
+        due_at = m.first_due_at  # deliverAt, when given
 
         def op(c: sqlite3.Connection) -> int:
             if (
@@ -318,7 +320,17 @@ class SqliteStore:
             try:
                 c.execute(
                     Q["message_insert"],
-                    (m.id, m.app_id, m.event_type, m.event_id, channels, m.payload, m.created_at),
+                    (
+                        m.id,
+                        m.app_id,
+                        m.event_type,
+                        m.event_id,
+                        channels,
+                        m.payload,
+                        m.created_at,
+                        tags,
+                        m.deliver_at,
+                    ),
                 )
             except sqlite3.IntegrityError as exc:
                 if "FOREIGN KEY" in str(exc):  # the app was deleted (by another process)
@@ -340,7 +352,7 @@ class SqliteStore:
             ]
             c.executemany(
                 Q["delivery_insert"],
-                [(m.id, ep, m.app_id, m.created_at, m.created_at, m.created_at) for ep in targets],
+                [(m.id, ep, m.app_id, due_at, m.created_at, m.created_at) for ep in targets],
             )
             if idempotency is not None:
                 _finish_idempotency(c, idempotency)
@@ -359,6 +371,9 @@ class SqliteStore:
         if flt.channel is not None:
             where.append("EXISTS (SELECT 1 FROM json_each(channels) WHERE value = ?)")
             args.append(flt.channel)
+        if flt.tag is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?)")
+            args.append(flt.tag)
         if flt.event_types:
             where.append(f"event_type IN ({','.join('?' * len(flt.event_types))})")
             args.extend(flt.event_types)

@@ -37,7 +37,9 @@ ENDPOINT_COLUMNS = (
 EVENT_TYPE_COLUMNS = (
     "org_id, name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at"
 )
-MESSAGE_COLUMNS = "id, app_id, event_type, event_id, channels, payload, created_at"
+MESSAGE_COLUMNS = (
+    "id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at"
+)
 HEALTH_COLUMNS = (
     "endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing, "
     "tokens, tokens_at"
@@ -155,6 +157,8 @@ def message(r: tuple[Any, ...]) -> Message:
         channels=None if r[4] is None else str_tuple.decode(r[4]),
         payload=bytes(r[5]),
         created_at=r[6],
+        tags=None if r[7] is None else str_tuple.decode(r[7]),
+        deliver_at=r[8],
     )
 
 

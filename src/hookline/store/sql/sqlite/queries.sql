@@ -104,14 +104,15 @@ WHERE endpoint_id = ? AND app_id = ? AND created_at >= ? AND created_at < ?
 GROUP BY status
 
 -- name: message_insert
-INSERT INTO messages (id, app_id, event_type, event_id, channels, payload, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO messages (id, app_id, event_type, event_id, channels, payload, created_at, tags,
+    deliver_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: message_event_id_exists
 SELECT 1 FROM messages WHERE app_id = ? AND event_id = ?
 
 -- name: message_get
-SELECT id, app_id, event_type, event_id, channels, payload, created_at
+SELECT id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at
 FROM messages WHERE app_id = ? AND (id = ? OR event_id = ?)
 ORDER BY id = ? DESC LIMIT 1
 

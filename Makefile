@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test test-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 serve: $(STAMP)
 	$(BIN)/hookline serve
 
-test: $(STAMP)
+# Debian's chromium for the browser tests, installed with apt when missing (as root).
+test-deps:
+	@sh scripts/test-deps
+
+test: $(STAMP) test-deps
 	$(BIN)/pytest -q -m 'not bench'
 
 # The default benchmark scenario (max, SQLite); see docs/benchmarks.md for the others.

@@ -257,6 +257,11 @@ class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
     tokens: float | None = None
     tokens_at: float | None = None
 
+    @property
+    def is_default(self) -> bool:
+        """Healthy and not rate limited: nothing worth storing (stores drop such rows)."""
+        return self == EndpointHealth(endpoint_id=self.endpoint_id)
+
 
 class HealthChange(enum.Enum):
     """A state change of an endpoint, logged once and (disable) announced by webhook."""

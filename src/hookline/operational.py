@@ -35,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 import msgspec
 import structlog
@@ -81,6 +81,7 @@ ENDPOINT_CHANGES: Final = {
     "deleted": ENDPOINT_DELETED,
 }
 
+T = TypeVar("T")
 log = structlog.get_logger("hookline.operational")
 
 
@@ -381,47 +382,54 @@ def _check_settings(url: str, secret: str | None, settings: Settings) -> str:
 
 
 async def _ensure_app(store: Store, org_id: str, now: float) -> Application:
-    app = await store.get_app(org_id, APP_UID)
-    if app is None:
-        new = Application(
-            id=ids.new(ids.APP),
-            org_id=org_id,
-            name=APP_NAME,
-            uid=APP_UID,
-            created_at=now,
-            updated_at=now,
-        )
-        # another process starting at the same moment may have created it: read theirs
+    new = Application(
+        id=ids.new(ids.APP),
+        org_id=org_id,
+        name=APP_NAME,
+        uid=APP_UID,
+        created_at=now,
+        updated_at=now,
+    )
+    return await _get_or_create(
+        lambda: store.get_app(org_id, APP_UID), lambda: store.create_app(new), "application"
+    )
+
+
+async def _get_or_create(
+    get: Callable[[], Awaitable[T | None]], create: Callable[[], Awaitable[None]], what: str
+) -> T:
+    """Read it; else create it, where another process starting at the same moment may win
+    (a ``Conflict``), and read whichever was stored."""
+    found = await get()
+    if found is None:
         with contextlib.suppress(errors.Conflict):
-            await store.create_app(new)
-        app = await store.get_app(org_id, APP_UID)
-        if app is None:
-            raise RuntimeError("the operational application vanished while being created")
-    return app
+            await create()
+        found = await get()
+        if found is None:
+            raise RuntimeError(f"the operational {what} vanished while being created")
+    return found
 
 
 async def _ensure_endpoint(
     store: Store, app_id: str, url: str, secret: str, now: float
 ) -> Endpoint:
     keys = (SigningKey(secret=secret),)
-    endpoint = await store.get_endpoint(app_id, ENDPOINT_UID)
-    if endpoint is None:
-        new = Endpoint(
-            id=ids.new(ids.ENDPOINT),
-            app_id=app_id,
-            url=url,
-            uid=ENDPOINT_UID,
-            description="hookline's own events",
-            keys=keys,
-            created_at=now,
-            updated_at=now,
-        )
-        # created by another process meanwhile: read it, and bring it up to date below
-        with contextlib.suppress(errors.Conflict):
-            await store.create_endpoint(new)
-        endpoint = await store.get_endpoint(app_id, ENDPOINT_UID)
-        if endpoint is None:
-            raise RuntimeError("the operator endpoint vanished while being created")
+    new = Endpoint(
+        id=ids.new(ids.ENDPOINT),
+        app_id=app_id,
+        url=url,
+        uid=ENDPOINT_UID,
+        description="hookline's own events",
+        keys=keys,
+        created_at=now,
+        updated_at=now,
+    )
+    # possibly created by another process meanwhile, with other settings: brought up to date
+    endpoint = await _get_or_create(
+        lambda: store.get_endpoint(app_id, ENDPOINT_UID),
+        lambda: store.create_endpoint(new),
+        "endpoint",
+    )
     if endpoint.url != url or endpoint.keys != keys or endpoint.disabled:
         # Settings win: a new URL or secret applies at once (the old secret stops signing,
         # the operator changed both ends), and only a restart can enable it again.

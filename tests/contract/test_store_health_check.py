@@ -20,6 +20,7 @@ from hookline import errors, settings
 from hookline.store import sqlite_writer
 from hookline.store.base import Store
 from hookline.store.sqlite import SqliteStore
+from tests.support.stores import opened_sqlite
 
 
 async def test_a_healthy_store_is_writable_and_checking_writes_nothing(store: Store) -> None:
@@ -47,13 +48,8 @@ async def _refused_write(store: SqliteStore) -> None:
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     """Only SQLite can refuse a write (the memory store never does), so these run on it alone."""
-    backend = SqliteStore(tmp_path / "hookline.db")
-    await backend.open()
-    try:
-        await backend.migrate()
+    async with opened_sqlite(tmp_path / "hookline.db") as backend:
         yield backend
-    finally:
-        await backend.close()
 
 
 async def test_a_full_disk_is_reported_until_writes_succeed_again(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tests.support.stores import opened_sqlite
 
 from hookline import errors, ids
 from hookline.models import Application, Message
@@ -38,13 +39,8 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(path: Path) -> AsyncIterator[SqliteStore]:
-    backend = SqliteStore(path)
-    await backend.open()
-    try:
-        await backend.migrate()
+    async with opened_sqlite(path) as backend:
         yield backend
-    finally:
-        await backend.close()
 
 
 def _store_events(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:

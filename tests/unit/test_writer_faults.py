@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tests.support.stores import opened_sqlite
 
 from hookline import errors
 from hookline.store import sqlite_writer
@@ -32,13 +33,8 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(path: Path) -> AsyncIterator[SqliteStore]:
-    backend = SqliteStore(path)
-    await backend.open()
-    try:
-        await backend.migrate()
+    async with opened_sqlite(path, close_within=ANSWER_SECONDS) as backend:
         yield backend
-    finally:
-        await asyncio.wait_for(backend.close(), ANSWER_SECONDS)
 
 
 def _orgs(path: Path) -> list[str]:

@@ -97,11 +97,7 @@ async def guard(call: Call, raw: bytes, run: Callable[[], Awaitable[Response]]) 
                 "This idempotency key was already used with a different request"
             )
         if state.state == "done" and state.response is not None:
-            return Response(
-                state.response.body,
-                state.response.status,
-                media_type="application/json" if state.response.body else None,
-            )
+            return _replay(state.response)
         if time.monotonic() > deadline:
             raise errors.Conflict("A request with this idempotency key is still in progress")
         await asyncio.sleep(pause)
@@ -143,6 +139,13 @@ async def guard(call: Call, raw: bytes, run: Callable[[], Awaitable[Response]]) 
     return response
 
 
+def _replay(stored: StoredResponse) -> Response:
+    """The key's stored answer, as it was first sent."""
+    return Response(
+        stored.body, stored.status, media_type="application/json" if stored.body else None
+    )
+
+
 async def _answer_of_new_owner(store: Store, key: str, fingerprint: str) -> Response | None:
     """Wait (up to the wait limit) for the final answer of whoever holds ``key`` now."""
     deadline = time.monotonic() + WAIT_LIMIT_SECONDS
@@ -150,11 +153,7 @@ async def _answer_of_new_owner(store: Store, key: str, fingerprint: str) -> Resp
     while time.monotonic() < deadline:
         state = await store.idempotency_begin(key, fingerprint, time.time(), LOCK_SECONDS)
         if state.state == "done" and state.response is not None:
-            return Response(
-                state.response.body,
-                state.response.status,
-                media_type="application/json" if state.response.body else None,
-            )
+            return _replay(state.response)
         if state.state == "owner":  # the new owner died too: give the key back
             await store.idempotency_release(key, state.owner)
             return None

@@ -534,7 +534,7 @@ class MemoryStore:
     def _keep_health(self, healths: Sequence[EndpointHealth]) -> None:
         # Back to the default state: forgotten, as the SQLite store deletes its row.
         for health in healths:
-            if health == EndpointHealth(endpoint_id=health.endpoint_id):
+            if health.is_default:
                 self._health.pop(health.endpoint_id, None)
             else:
                 self._health[health.endpoint_id] = health

@@ -415,14 +415,8 @@ class SqliteStore:
                 due = c.execute(Q["claim_select"], params).fetchall()
                 if not due:
                     return []
-                endpoints = sqlite_rows.by_id(
-                    c,
-                    "endpoints",
-                    sqlite_rows.ENDPOINT_COLUMNS,
-                    {r[1] for r in due},
-                    sqlite_rows.endpoint,
-                )
-                admission.learn(claiming.health_of(c, set(endpoints)))
+                endpoints = sqlite_rows.endpoints_by_id(c, {r[1] for r in due})
+                admission.learn(sqlite_rows.health_by_id(c, set(endpoints)))
                 chosen, disabled, held_back = claiming.admit(due, endpoints, admission)
                 if held_back and len(due) == policy.limit and admission.total < policy.limit:
                     # something in the batch had to wait after all: look past it
@@ -442,13 +436,7 @@ class SqliteStore:
                 [(lease_until, now, msg_id, endpoint_id) for msg_id, endpoint_id, *_ in chosen],
             )
             claiming.store_health(c, admission.changed())
-            messages = sqlite_rows.by_id(
-                c,
-                "messages",
-                sqlite_rows.MESSAGE_COLUMNS,
-                {r[0] for r in chosen},
-                sqlite_rows.message,
-            )
+            messages = sqlite_rows.messages_by_id(c, {r[0] for r in chosen})
             return [
                 Claim(
                     message=messages[msg_id],
@@ -502,7 +490,7 @@ class SqliteStore:
                     and c.execute(Q["endpoint_disable"], (now, done.attempt.endpoint_id)).rowcount
                 ):
                     events.append(gone_event(done.attempt.endpoint_id, done.attempt.created_at))
-            healths = claiming.health_of(c, set(outcomes))
+            healths = sqlite_rows.health_by_id(c, set(outcomes))
             states = dict(
                 c.execute(
                     f"SELECT id, disabled FROM endpoints WHERE id IN "

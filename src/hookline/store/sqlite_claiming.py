@@ -62,7 +62,7 @@ def per_endpoint(
     unknown = {e for _, e in waiting if e not in endpoints}
     if unknown:
         endpoints.update(sqlite_rows.endpoints_by_id(c, unknown))
-        admission.learn(health_of(c, unknown))
+        admission.learn(sqlite_rows.health_by_id(c, unknown))
     active: list[Endpoint] = []
     for _, endpoint_id in waiting:
         endpoint = endpoints.get(endpoint_id)
@@ -101,24 +101,11 @@ def per_endpoint(
     return more
 
 
-def health_of(c: sqlite3.Connection, endpoint_ids: set[str]) -> dict[str, EndpointHealth]:
-    return sqlite_rows.by_id(
-        c,
-        "endpoint_health",
-        sqlite_rows.HEALTH_COLUMNS,
-        endpoint_ids,
-        sqlite_rows.health,
-        key="endpoint_id",
-    )
-
-
 def store_health(c: sqlite3.Connection, healths: Sequence[EndpointHealth]) -> None:
     # Back to the default state (healthy, no bucket): the row goes, so that the table holds
     # only the endpoints that are failing or rate limited, which every claim reads.
-    gone = [(h.endpoint_id,) for h in healths if h == EndpointHealth(endpoint_id=h.endpoint_id)]
-    kept = [
-        sqlite_rows.health_row(h) for h in healths if h != EndpointHealth(endpoint_id=h.endpoint_id)
-    ]
+    gone = [(h.endpoint_id,) for h in healths if h.is_default]
+    kept = [sqlite_rows.health_row(h) for h in healths if not h.is_default]
     if gone:
         c.executemany(Q["health_reset"], gone)
     if kept:

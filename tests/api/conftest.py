@@ -21,12 +21,16 @@ MAX_PAYLOAD_BYTES = 4096  # bytes of request body the API accepts in these tests
 
 
 @pytest.fixture
-async def hl(tmp_path: Path) -> AsyncIterator[Hookline]:
-    """A running composition root on an empty, migrated database with the admin token seeded."""
+async def hl(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Hookline]:
+    """A running composition root on an empty, migrated database with the admin token seeded.
+
+    ``@pytest.mark.max_payload_bytes(n)`` raises the body limit for a test that needs it.
+    """
+    marker = request.node.get_closest_marker("max_payload_bytes")
     s = settings.Settings(
         database_url=f"sqlite:///{tmp_path}/h.db",
         admin_token=ADMIN_TOKEN,
-        max_payload_bytes=MAX_PAYLOAD_BYTES,
+        max_payload_bytes=marker.args[0] if marker else MAX_PAYLOAD_BYTES,
     )
     async with app.opened(s) as hookline:
         assert await app.bootstrap_token(hookline) is None  # a seeded token is never printed

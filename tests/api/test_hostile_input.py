@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hookline import settings
 from hookline.api import http
 
 from .conftest import (
@@ -75,7 +76,14 @@ def assert_too_deep(resp: httpx.Response) -> None:
 # nesting -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("levels", [DEPTH, 1000, 1500])
+# 100,000 levels is 200 kB of brackets, well inside the body limit: refused for its depth.
+DEEP = [1000, 100_000]
+# the default body limit, which 100,000 levels fit in
+DEEP_LIMIT = pytest.mark.max_payload_bytes(settings.Settings().max_payload_bytes)
+
+
+@DEEP_LIMIT
+@pytest.mark.parametrize("levels", [DEPTH, 1500, *DEEP])
 async def test_deeply_nested_payload_is_400_and_sends_nothing(
     client: httpx.AsyncClient, levels: int
 ) -> None:
@@ -119,10 +127,12 @@ async def test_brackets_inside_strings_do_not_count(client: httpx.AsyncClient) -
     assert msg["payload"]["s"] == text
 
 
+@DEEP_LIMIT
+@pytest.mark.parametrize("levels", DEEP)
 async def test_deep_event_type_schemas_are_400_on_create_update_and_patch(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, levels: int
 ) -> None:
-    deep = b'{"1": ' + nested(1000) + b"}"
+    deep = b'{"1": ' + nested(levels) + b"}"
     resp = await client.post(
         "/api/v1/event-type",
         content=b'{"name": "deep", "description": "d", "schemas": ' + deep + b"}",
@@ -157,12 +167,15 @@ async def test_event_type_schemas_at_the_limit_round_trip(client: httpx.AsyncCli
     assert strict_json(got.content)["schemas"] == json.loads(schemas)
 
 
+@DEEP_LIMIT
+@pytest.mark.parametrize("levels", DEEP)
 @pytest.mark.parametrize("field", ["metadata", "headers", "unknownField", "eventTypes"])
 async def test_deeply_nested_endpoint_body_is_400_and_creates_nothing(
-    client: httpx.AsyncClient, field: str
+    client: httpx.AsyncClient, field: str, levels: int
 ) -> None:
     app = await create_app(client)
-    body = b'{"url": "https://example.com/hook", "' + field.encode() + b'": ' + nested(1000) + b"}"
+    deep = nested(levels)
+    body = b'{"url": "https://example.com/hook", "' + field.encode() + b'": ' + deep + b"}"
     resp = await client.post(
         f"/api/v1/app/{app['id']}/endpoint", content=body, headers=JSON_HEADERS
     )
@@ -170,8 +183,12 @@ async def test_deeply_nested_endpoint_body_is_400_and_creates_nothing(
     assert await list_all(client, f"/api/v1/app/{app['id']}/endpoint") == []
 
 
-async def test_deeply_nested_application_metadata_is_400(client: httpx.AsyncClient) -> None:
-    body = b'{"name": "acme", "metadata": {"k": ' + nested(1000) + b"}}"
+@DEEP_LIMIT
+@pytest.mark.parametrize("levels", DEEP)
+async def test_deeply_nested_application_metadata_is_400(
+    client: httpx.AsyncClient, levels: int
+) -> None:
+    body = b'{"name": "acme", "metadata": {"k": ' + nested(levels) + b"}}"
     assert_too_deep(await client.post("/api/v1/app", content=body, headers=JSON_HEADERS))
     assert await list_all(client, "/api/v1/app") == []
 

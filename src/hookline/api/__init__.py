@@ -59,11 +59,20 @@ def build(services: Services) -> ASGIApp:
     async def not_found(_: Request, __: Exception) -> Response:
         return http.error_response(_NoRoute())
 
-    async def not_allowed(_: Request, __: Exception) -> Response:
-        return http.error_response(_MethodNotAllowed())
+    async def not_allowed(_: Request, exc: Exception) -> Response:
+        response = http.error_response(_MethodNotAllowed())
+        # Starlette's 405 names the path's methods in its Allow header (RFC 9110 requires it)
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
+    by_path: dict[str, dict[str, ASGIApp]] = {}
+    for op in http.OPERATIONS:
+        by_path.setdefault(op.path, {})[op.method] = op.endpoint
+    # One route per path, so that a 405 lists every method of the path, not only the first
+    # route's.
     routes: list[Route | Mount] = [
-        Route(op.path, op.endpoint, methods=[op.method], name=op.name) for op in http.OPERATIONS
+        Route(path, _ByMethod(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
     ]
     routes += [
         Route("/api/v1/openapi.json", openapi_json, methods=["GET"]),
@@ -74,6 +83,20 @@ def build(services: Services) -> ASGIApp:
     app.state.services = services
     ingest = next(op.endpoint for op in http.OPERATIONS if op.name == "create_message")
     return _IngestFirst(app, ingest)
+
+
+class _ByMethod:
+    """The handlers of one path, chosen by method (Starlette has refused other methods)."""
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self, handlers: dict[str, ASGIApp]) -> None:
+        self._handlers = handlers
+        if "GET" in handlers:
+            handlers.setdefault("HEAD", handlers["GET"])  # Starlette allows HEAD with GET
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handlers[scope["method"]](scope, receive, send)
 
 
 class _IngestFirst:

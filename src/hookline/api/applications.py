@@ -35,7 +35,13 @@ async def load(call: Call, ref: str | None = None) -> Application:
     return app
 
 
-@route("GET", "/app", response=http.ListResponse, query=("limit", "iterator", "order"), tag=TAG)
+@route(
+    "GET",
+    "/app",
+    response=http.ListResponse[ApplicationOut],
+    query=("limit", "iterator", "order"),
+    tag=TAG,
+)
 async def list_applications(call: Call) -> object:
     """List applications."""
     page = http.page(call)
@@ -47,6 +53,7 @@ async def list_applications(call: Call) -> object:
     "POST",
     "/app",
     status=201,
+    also=(200,),  # get_if_exists=true and the uid exists
     body=ApplicationIn,
     response=ApplicationOut,
     query=("get_if_exists",),
@@ -54,7 +61,8 @@ async def list_applications(call: Call) -> object:
 )
 async def create_application(call: Call, body: ApplicationIn) -> object:
     """Create an application (``get_if_exists=true`` returns an existing one with the uid)."""
-    if body.uid is not None and call.query("get_if_exists") == "true":
+    get_if_exists = http.query_bool(call, "get_if_exists", False)
+    if body.uid is not None and get_if_exists:
         existing = await call.api.store.get_app(call.org_id, body.uid)
         if existing is not None:
             return http.respond(out(existing), 200)

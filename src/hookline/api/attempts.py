@@ -9,7 +9,7 @@ from hookline.api import http, messages
 from hookline.api.applications import load as load_app
 from hookline.api.endpoints import load as load_endpoint
 from hookline.api.http import Call, route
-from hookline.api.schemas import MessageAttemptOut, MessageEndpointOut
+from hookline.api.schemas import EmptyOut, MessageAttemptOut, MessageEndpointOut
 from hookline.models import Attempt, Delivery, Endpoint, MessageStatus
 from hookline.store.base import AttemptFilter
 
@@ -59,7 +59,7 @@ def _int_query(call: Call, name: str, allowed: tuple[int, ...]) -> int | None:
 @route(
     "GET",
     "/app/{app_id}/attempt/msg/{msg_id}",
-    response=http.ListResponse,
+    response=http.ListResponse[MessageAttemptOut],
     query=(*ATTEMPT_QUERY, "endpoint_id"),
     tag=TAG,
 )
@@ -75,7 +75,7 @@ async def list_attempts_by_msg(call: Call) -> object:
 @route(
     "GET",
     "/app/{app_id}/attempt/endpoint/{endpoint_id}",
-    response=http.ListResponse,
+    response=http.ListResponse[MessageAttemptOut],
     query=ATTEMPT_QUERY,
     tag=TAG,
 )
@@ -121,7 +121,7 @@ def _destination(pair: tuple[Endpoint, Delivery]) -> MessageEndpointOut:
 @route(
     "GET",
     "/app/{app_id}/msg/{msg_id}/endpoint",
-    response=http.ListResponse,
+    response=http.ListResponse[MessageEndpointOut],
     query=("limit", "iterator"),
     tag=TAG,
 )
@@ -133,7 +133,13 @@ async def list_message_destinations(call: Call) -> object:
     return http.listing(items, page, lambda p: p[0].id, _destination)
 
 
-@route("POST", "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend", status=202, tag=TAG)
+@route(
+    "POST",
+    "/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
+    status=202,
+    response=EmptyOut,
+    tag=TAG,
+)
 async def resend(call: Call) -> object:
     """Send the message to the endpoint again now (a manual attempt, then the usual retries)."""
     app = await load_app(call)

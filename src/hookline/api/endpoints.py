@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -83,11 +84,24 @@ async def load(call: Call) -> Endpoint:
     return ep
 
 
+# The characters RFC 3986 allows in a URI, and percent-encoded octets.
+_URI = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+
+
 def _check_url(call: Call, url: str) -> str:
     """``url`` if deliveries may go there, else 422: a non-public literal host is refused now.
 
-    Parsed with yarl, as delivery parses it, so both judge the same host.
+    Parsed with yarl, as delivery parses it, so both judge the same host. The text must be a
+    URI as RFC 3986 spells it (ASCII, no spaces or control characters, ``%`` only before two hex
+    digits): what is stored is then exactly what every HTTP client sends, with nothing left to
+    each one's own repair. International host names go in as punycode.
     """
+    if not _URI.fullmatch(url):
+        raise errors.ValidationFailed(
+            ["body", "url"],
+            "URL must be an RFC 3986 URI: ASCII letters, digits and -._~:/?#[]@!$&'()*+,;= only,"
+            " % before two hex digits (percent-encode anything else, punycode for host names)",
+        )
     try:
         parsed = yarl.URL(url)
     except ValueError as exc:
@@ -147,7 +161,7 @@ def _types_field(body: EndpointIn | EndpointUpdate | EndpointPatch) -> tuple[Any
 @route(
     "GET",
     "/app/{app_id}/endpoint",
-    response=http.ListResponse,
+    response=http.ListResponse[EndpointOut],
     query=("limit", "iterator", "order"),
     tag=TAG,
 )
@@ -351,11 +365,12 @@ async def set_endpoint_headers(call: Call, body: EndpointHeadersIn) -> None:
     tag=TAG,
 )
 async def patch_endpoint_headers(call: Call, body: EndpointHeadersPatchIn) -> None:
-    """Add or change custom headers; a null value removes one."""
+    """Add or change custom headers; a null value, or a name in ``deleteHeaders``, removes one."""
     ep = await load(call)
     _check_headers(body.headers)
     merged = dict(ep.headers)
-    for name, value in body.headers.items():
+    changes = {**body.headers, **dict.fromkeys(body.delete_headers)}
+    for name, value in changes.items():
         if value is None:
             merged.pop(name, None)
         else:

@@ -38,14 +38,14 @@ async def _load(call: Call) -> EventType:
 @route(
     "GET",
     "/event-type",
-    response=http.ListResponse,
+    response=http.ListResponse[EventTypeOut],
     query=("limit", "iterator", "order", "include_archived"),
     tag=TAG,
 )
 async def list_event_types(call: Call) -> object:
     """List event types (archived ones only with ``include_archived=true``)."""
     page = http.page(call)
-    archived = call.query("include_archived") == "true"
+    archived = http.query_bool(call, "include_archived", False)
     items = await call.api.store.list_event_types(call.org_id, page, archived)
     return http.listing(items, page, lambda e: e.name, out)
 

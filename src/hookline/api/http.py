@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 import structlog
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hookline.api.services import Services
 
 T = TypeVar("T")
+U = TypeVar("U")
 MAX_LIMIT = 250
 DISCARD_BYTES = 128 * 1024 * 1024  # an oversized body is read and dropped up to this size
 DEFAULT_LIMIT = 50
@@ -82,6 +83,7 @@ class Operation:
     name: str
     summary: str
     status: int
+    also: tuple[int, ...]  # other success statuses it can answer with
     body: type[Any] | None
     response: Any
     query: tuple[str, ...]
@@ -116,6 +118,7 @@ def route(
     path: str,
     *,
     status: int = 200,
+    also: tuple[int, ...] = (),
     body: type[Any] | None = None,
     response: Any = None,
     query: tuple[str, ...] = (),
@@ -168,6 +171,7 @@ def route(
                 name=handler.__name__,
                 summary=(handler.__doc__ or handler.__name__).strip().splitlines()[0],
                 status=status,
+                also=also,
                 body=body,
                 response=response,
                 query=query,
@@ -258,13 +262,19 @@ def decode(raw: bytes, kind: type[T]) -> T:
         raise errors.ValidationFailed(["body"], "A JSON body is required", "missing")
     check_json_text(raw)
     try:
-        return msgspec.json.decode(raw, type=kind)
+        value = msgspec.json.decode(raw, type=kind)
     except RecursionError:
         # check_json_text bounds the depth first; this only backs it up
         raise errors.BadRequest(
             f"Malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
         ) from None
     except msgspec.ValidationError as exc:
+        # A validation error can stop msgspec before it reaches a bad escape further on; the
+        # body is malformed first of all, so that is the answer.
+        if b"\\u" in raw and (at := lone_surrogate(raw)) is not None:
+            raise errors.BadRequest(
+                f"Malformed JSON body: lone UTF-16 surrogate escape at byte {at}"
+            ) from exc
         text = str(exc)
         message, _, where = text.partition(" - at ")
         match = _LOC.search(where) if where else None
@@ -278,6 +288,10 @@ def decode(raw: bytes, kind: type[T]) -> T:
                 f"Malformed JSON body: lone UTF-16 surrogate escape at byte {at}"
             ) from exc
         raise errors.BadRequest(f"Malformed JSON body: {exc}") from exc
+    for attr, wire in getattr(kind, "unsupported", ()):
+        if getattr(value, attr) is not None:
+            raise errors.ValidationFailed(["body", wire], f"{wire} is not supported by hookline")
+    return value
 
 
 # A JSON string with its escapes already removed, from its opening quote to its closing one or
@@ -358,6 +372,16 @@ def query_int(call: Call, name: str, low: int, high: int) -> int | None:
     return number
 
 
+def query_bool(call: Call, name: str, default: bool) -> bool:
+    """The boolean query parameter ``name``: ``true`` or ``false`` as documented, else 422."""
+    value = call.query(name)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        raise errors.ValidationFailed(["query", name], f"{name} must be true or false")
+    return value == "true"
+
+
 def strict_int(value: str) -> int | None:
     """``value`` as a non-negative int if it is 1 to ``MAX_INT_DIGITS`` ASCII digits, else None.
 
@@ -378,9 +402,15 @@ def _split_path(path: str) -> list[str | int]:
 
 
 def given_fields(body: msgspec.Struct) -> dict[str, Any]:
-    """The fields a PATCH body actually carries (UNSET ones left out; explicit nulls kept)."""
+    """The fields a PATCH body actually carries (UNSET ones left out; explicit nulls kept).
+
+    ``unsupported`` fields are left out too: decode has refused any value but null for them.
+    """
+    skip = {attr for attr, _ in getattr(body, "unsupported", ())}
     return {
-        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET
+        f: getattr(body, f)
+        for f in body.__struct_fields__
+        if f not in skip and getattr(body, f) is not msgspec.UNSET
     }
 
 
@@ -406,14 +436,24 @@ def query_time(call: Call, name: str) -> float | None:
     return parse_time(value, ["query", name])
 
 
+# RFC 3339's date-time, the document's format: an offset is required (as the Svix server does).
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def parse_time(value: str, loc: list[str | int]) -> float:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.ValidationFailed(loc, "Expected an RFC 3339 date-time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    """An RFC 3339 date-time (``2026-12-02T05:45:00Z``, ``…+01:00``) as epoch seconds, else 422."""
+    if _RFC3339.fullmatch(value):
+        try:
+            return datetime.fromisoformat(
+                value[:-1] + "+00:00" if value[-1] in "Zz" else value
+            ).timestamp()
+        except ValueError:
+            pass  # the right shape, not a real time (month 13, 25:00)
+    raise errors.ValidationFailed(
+        loc, "Expected an RFC 3339 date-time with an offset (Z or +hh:mm)"
+    )
 
 
 def iso(ts: float) -> str:
@@ -421,14 +461,18 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ListResponse(msgspec.Struct, rename="camel", kw_only=True):
-    data: list[Any]
+class ListResponse(msgspec.Struct, Generic[T], rename="camel", kw_only=True):
+    """Svix's list envelope; ``ListResponse[EndpointOut]`` names the item type for the document."""
+
+    data: list[T]
     iterator: str | None
     prev_iterator: str | None
     done: bool
 
 
-def listing(items: list[T], page_: Page, key: Callable[[T], str], out: Callable[[T], Any]) -> Any:
+def listing(
+    items: list[U], page_: Page, key: Callable[[U], str], out: Callable[[U], T]
+) -> ListResponse[T]:
     """Build Svix's list envelope; ``iterator`` resumes after the last item returned."""
     return ListResponse(
         data=[out(i) for i in items],

@@ -40,7 +40,7 @@ def out(msg: Message, with_content: bool = True) -> MessageOut:
 
 
 def with_content(call: Call) -> bool:
-    return call.query("with_content") != "false"
+    return http.query_bool(call, "with_content", True)
 
 
 @route(
@@ -61,9 +61,6 @@ async def create_message(call: Call, body: MessageIn) -> object:
     """
     if call.api.backlog is not None:
         call.api.backlog.check()
-    for attr, wire in schemas.UNSUPPORTED:
-        if getattr(body, attr) is not None:
-            raise errors.ValidationFailed(["body", wire], f"{wire} is not supported by hookline")
     payload = bytes(body.payload)
     if not payload.lstrip().startswith(b"{"):
         raise errors.ValidationFailed(["body", "payload"], "payload must be a JSON object")
@@ -124,7 +121,7 @@ async def create_app_inline(call: Call, ref: str, body: ApplicationIn) -> Applic
 @route(
     "GET",
     "/app/{app_id}/msg",
-    response=http.ListResponse,
+    response=http.ListResponse[MessageOut],
     query=(
         "limit",
         "iterator",
@@ -172,4 +169,9 @@ def event_types_query(call: Call) -> tuple[str, ...] | None:
     """``event_types`` given as repeated parameters or comma-separated (the SDK does the latter)."""
     values = call.request.query_params.getlist("event_types")
     names = tuple(n for v in values for n in v.split(",") if n)
+    for name in names:
+        if len(name) > 256 or not _UID.fullmatch(name):
+            raise errors.ValidationFailed(
+                ["query", "event_types"], f"{name!r} is not an event type name"
+            )
     return names or None

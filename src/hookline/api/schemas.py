@@ -1,14 +1,16 @@
 """Request and response shapes, field for field as the Svix API (camelCase on the wire).
 
-Input structs ignore unknown fields (as Svix does); Svix fields that hookline does not implement
-are declared and refused when given (``UNSUPPORTED``), never dropped. PATCH structs default every
-field to UNSET so that "absent" and "null" stay different.
+Input structs refuse unknown fields (422 naming the field): a misspelt or newer field must not be
+dropped in silence. Svix fields that hookline does not implement are declared as ``NotImplemented``
+and listed in the struct's ``unsupported``: null or absent is accepted, any other value is refused
+with a 422 that says so. PATCH structs default every field to UNSET so that "absent" and "null"
+stay different.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -25,12 +27,27 @@ Channel = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN
 Tag = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9\-_./\\#]+$")]
 Secret = Annotated[str, Meta(pattern=SECRET_PATTERN)]
 Rate = Annotated[int, Meta(ge=0, le=65535)]
-Url = Annotated[str, Meta(min_length=1, max_length=65536)]
+# The scheme (http or https) and the host are checked by the handlers, with their own messages.
+Url = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=65536,
+        extra_json_schema={"format": "uri", "pattern": "^[hH][tT][tT][pP][sS]?://"},
+    ),
+]
+DateTime = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]  # RFC 3339
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]  # answered, with a Z
+# A Svix field hookline does not implement: typed for the document as null, the one value taken.
+NotImplemented = Annotated[
+    Any, Meta(extra_json_schema={"type": "null", "description": "Not implemented by hookline."})
+]
 Metadata = dict[str, str]
 
 
-class _In(msgspec.Struct, rename="camel", kw_only=True):
-    pass
+class _In(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    # (attribute, wire name) of the NotImplemented fields, refused unless null (http.decode)
+    unsupported: ClassVar[tuple[tuple[str, str], ...]] = ()
 
 
 class _Out(msgspec.Struct, rename="camel", kw_only=True):
@@ -58,8 +75,8 @@ class ApplicationOut(_Out):
     uid: str | None
     throttle_rate: int | None
     metadata: Metadata
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # event types -----------------------------------------------------------------------------------
@@ -70,6 +87,9 @@ class EventTypeIn(_In):
     deprecated: bool = False
     feature_flag: Uid | None = None
     schemas: dict[str, Any] | None = None
+    feature_flags: NotImplemented = None  # Svix's newer list of flags
+    group_name: NotImplemented = None
+    unsupported = (("feature_flags", "featureFlags"), ("group_name", "groupName"))
 
 
 class EventTypeUpdate(_In):
@@ -78,6 +98,9 @@ class EventTypeUpdate(_In):
     deprecated: bool = False
     feature_flag: Uid | None = None
     schemas: dict[str, Any] | None = None
+    feature_flags: NotImplemented = None  # Svix's newer list of flags
+    group_name: NotImplemented = None
+    unsupported = (("feature_flags", "featureFlags"), ("group_name", "groupName"))
 
 
 class EventTypePatch(_In):
@@ -86,6 +109,9 @@ class EventTypePatch(_In):
     deprecated: bool | UnsetType = UNSET
     feature_flag: Uid | UnsetType | None = UNSET
     schemas: dict[str, Any] | UnsetType | None = UNSET
+    feature_flags: NotImplemented = None
+    group_name: NotImplemented = None
+    unsupported = (("feature_flags", "featureFlags"), ("group_name", "groupName"))
 
 
 class EventTypeOut(_Out):
@@ -95,8 +121,8 @@ class EventTypeOut(_Out):
     deprecated: bool
     feature_flag: str | None
     schemas: dict[str, Any] | None
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # endpoints -------------------------------------------------------------------------------------
@@ -115,6 +141,8 @@ class EndpointIn(_In):
     metadata: Metadata = {}
     secret: Secret | None = None
     headers: dict[str, str] | None = None
+    # Svix's deprecated endpoint version (older SDKs send 1): it selects nothing, in Svix either
+    version: Annotated[int, Meta(ge=1)] | None = None
 
 
 class EndpointUpdate(_In):
@@ -155,8 +183,8 @@ class EndpointOut(_Out):
     throttle_rate: int | None
     rate_limit: int | None
     metadata: Metadata
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class EndpointSecretOut(_Out):
@@ -173,7 +201,8 @@ class EndpointHeadersIn(_In):
 
 
 class EndpointHeadersPatchIn(_In):
-    headers: dict[str, str | None]
+    headers: dict[str, str | None] = {}
+    delete_headers: list[str] = []  # names to remove (as a null value in ``headers`` does)
 
 
 class EndpointHeadersOut(_Out):
@@ -190,43 +219,39 @@ class EndpointStatsOut(_Out):
 
 
 class RecoverIn(_In):
-    since: str
-    until: str | None = None
+    since: DateTime
+    until: DateTime | None = None
 
 
 class RecoverOut(_Out):
     id: str
     status: str
     task: str
-    updated_at: str
+    updated_at: Timestamp
 
 
 # messages and attempts -------------------------------------------------------------------------
 class MessageIn(_In):
-    """Every field of Svix's ``MessageIn`` (svix SDK 2.9.1); ``UNSUPPORTED`` ones are refused.
+    """Every field of Svix's ``MessageIn`` (svix SDK 2.9.1); ``unsupported`` ones are refused.
 
-    Fields Svix does not define are ignored, as Svix does (and a body that is not valid JSON text
-    there is still a 400, see ``http.decode``). The svix SDK sends only the fields its caller set.
+    The svix SDK sends only the fields its caller set.
     """
 
     event_type: EventTypeName
-    payload: msgspec.Raw  # kept as the exact bytes received: they are what gets delivered
+    # kept as the exact bytes received: they are what gets delivered (a JSON object, as in Svix)
+    payload: Annotated[msgspec.Raw, Meta(extra_json_schema={"type": "object"})]
     event_id: Uid | None = None
     channels: list[Channel] | None = None
     tags: Annotated[list[Tag], Meta(min_length=1, max_length=5)] | None = None
     deliver_at: Annotated[datetime, Meta(tz=True)] | None = None  # RFC 3339 with an offset
     application: ApplicationIn | None = None
     payload_retention_period: int | None = None  # accepted and ignored (docs/architecture.md)
-    # known to Svix, not implemented: a value other than null is refused (see UNSUPPORTED)
-    payload_retention_hours: Any = None
-    transformations_params: Any = None
-
-
-# MessageIn fields refused with a 422 unless null: (attribute, wire name).
-UNSUPPORTED = (
-    ("payload_retention_hours", "payloadRetentionHours"),
-    ("transformations_params", "transformationsParams"),
-)
+    payload_retention_hours: NotImplemented = None
+    transformations_params: NotImplemented = None
+    unsupported = (
+        ("payload_retention_hours", "payloadRetentionHours"),
+        ("transformations_params", "transformationsParams"),
+    )
 
 
 class MessageOut(_Out):
@@ -234,10 +259,14 @@ class MessageOut(_Out):
     event_type: str
     event_id: str | None
     channels: list[str] | None
-    timestamp: str
-    payload: msgspec.Raw | None = None
+    timestamp: Timestamp
+    payload: Annotated[msgspec.Raw, Meta(extra_json_schema={"type": "object"})]
     tags: list[str] | None = None
-    deliver_at: str | None = None
+    deliver_at: Timestamp | None = None
+
+
+class EmptyOut(_Out):
+    """``{}``: what Svix answers where it has nothing to say (the SDK reads it as EmptyResponse)."""
 
 
 class MessageAttemptOut(_Out):
@@ -251,7 +280,7 @@ class MessageAttemptOut(_Out):
     status: int
     status_text: str
     trigger_type: int
-    timestamp: str
+    timestamp: Timestamp
 
 
 class MessageEndpointOut(_Out):
@@ -265,6 +294,6 @@ class MessageEndpointOut(_Out):
     throttle_rate: int | None
     status: int
     status_text: str
-    next_attempt: str | None
-    created_at: str
-    updated_at: str
+    next_attempt: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp

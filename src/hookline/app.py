@@ -255,8 +255,12 @@ async def run(
     api_role: bool,
     worker_role: bool,
     on_listening: Callable[[], Awaitable[None]] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Run the chosen roles until SIGINT/SIGTERM, then stop within the shutdown grace.
+
+    ``sock`` is a listening socket bound already (``bind_socket``: the supervisor binds once
+    for all its API processes); without it the API binds its own.
 
     On the first signal the API stops accepting connections and finishes the requests in
     flight; the worker stops claiming and gives its deliveries ``shutdown_grace`` seconds,
@@ -272,7 +276,8 @@ async def run(
     session = None
     announce: asyncio.Task[None] | None = None
     if api_role:
-        sock = _bind(hl.settings)  # fail fast and clearly on a port clash
+        if sock is None:
+            sock = bind_socket(hl.settings)  # fail fast and clearly on a port clash
         config = uvicorn.Config(
             asgi(hl),
             host=hl.settings.host,
@@ -314,7 +319,8 @@ async def run(
             await session.close()
 
 
-def _bind(settings: Settings) -> socket.socket:
+def bind_socket(settings: Settings) -> socket.socket:
+    """The API's listening socket, or ``SystemExit`` with one line on a port clash."""
     host, port = settings.host, settings.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from hookline import app, cache, errors, operational, settings
+from hookline import app, cache, errors, operational, settings, supervisor
 from hookline.bench import report as bench_report
 from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
 from hookline.store import base as store_base
@@ -88,29 +89,76 @@ def _print_welcome(s: settings.Settings, token: str | None) -> None:
     click.echo(f"  API docs: {base}/docs", err=True)
 
 
-def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool) -> None:
-    async def main_() -> None:
+def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool, processes: int = 1) -> None:
+    """Run the roles in this process, or in ``processes`` supervised children of it."""
+    if processes == 1:
+        _run(lambda: _main(s, api_role=api_role, worker_role=worker_role, announce=True))
+        return
+
+    async def prepare() -> None:
+        # Once, before the fork: migrations, the seeded admin token and a clear one-line error
+        # for a database that cannot be used, instead of N children failing the same way.
         async with app.opened(s) as hl:
-            await app.seed_admin_token(hl)  # before the API accepts requests that present it
+            await app.seed_admin_token(hl)
 
-            async def on_listening() -> None:
-                # The first token is created only now: a start that fails to listen (a port
-                # clash) stores none, and the next start creates and prints it.
-                token = None
-                try:
-                    token = await app.first_token(hl)
-                except errors.Unavailable:
-                    click.echo(
-                        "hookline: the database refuses writes, so no first API token was "
-                        "created; the next start tries again",
-                        err=True,
-                    )
-                _print_welcome(s, token)
+    _run(prepare)
+    sock = app.bind_socket(s) if api_role else None
 
-            # A worker alone creates no first token: it is printed where the API runs.
-            await app.run(hl, api_role=api_role, worker_role=worker_role, on_listening=on_listening)
+    def child(index: int, restarted: bool) -> int:
+        # Only the first child creates a first token and prints the welcome, once it listens.
+        announce = index == 0 and not restarted
+        _run(
+            lambda: _main(
+                s, api_role=api_role, worker_role=worker_role, announce=announce, sock=sock
+            )
+        )
+        return 0
 
-    _run(main_)
+    sys.exit(supervisor.run(processes, child, grace=s.shutdown_grace))
+
+
+async def _main(
+    s: settings.Settings,
+    *,
+    api_role: bool,
+    worker_role: bool,
+    announce: bool,
+    sock: socket.socket | None = None,
+) -> None:
+    async with app.opened(s) as hl:
+        await app.seed_admin_token(hl)  # before the API accepts requests that present it
+
+        async def on_listening() -> None:
+            # The first token is created only now: a start that fails to listen (a port
+            # clash) stores none, and the next start creates and prints it.
+            token = None
+            try:
+                token = await app.first_token(hl)
+            except errors.Unavailable:
+                click.echo(
+                    "hookline: the database refuses writes, so no first API token was "
+                    "created; the next start tries again",
+                    err=True,
+                )
+            _print_welcome(s, token)
+
+        # A worker alone creates no first token: it is printed where the API runs.
+        await app.run(
+            hl,
+            api_role=api_role,
+            worker_role=worker_role,
+            on_listening=on_listening if announce else None,
+            sock=sock,
+        )
+
+
+PROCESSES = click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Processes of this role, forked and supervised by this one (one per core).",
+)
 
 
 @main.command()
@@ -121,17 +169,19 @@ def serve(s: settings.Settings) -> None:
 
 
 @main.command()
+@PROCESSES
 @click.pass_obj
-def api(s: settings.Settings) -> None:
-    """Run only the HTTP API."""
-    _serve(s, api_role=True, worker_role=False)
+def api(s: settings.Settings, processes: int) -> None:
+    """Run only the HTTP API (several processes share one listening socket)."""
+    _serve(s, api_role=True, worker_role=False, processes=processes)
 
 
 @main.command()
+@PROCESSES
 @click.pass_obj
-def worker(s: settings.Settings) -> None:
-    """Run only the delivery worker."""
-    _serve(s, api_role=False, worker_role=True)
+def worker(s: settings.Settings, processes: int) -> None:
+    """Run only the delivery worker (several processes share the work of one database)."""
+    _serve(s, api_role=False, worker_role=True, processes=processes)
 
 
 @main.command()

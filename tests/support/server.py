@@ -29,7 +29,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -76,10 +76,12 @@ class HooklineServer:
         env: Mapping[str, str] | None = None,
         command: str = "serve",
         name: str | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         if command not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, not {command!r}")
         self.command = command
+        self.args = tuple(args)  # after the command, e.g. ("--processes", "3")
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = data_dir / "hookline.db"
@@ -96,6 +98,10 @@ class HooklineServer:
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -127,7 +133,7 @@ class HooklineServer:
             self._log_offset = log.tell()
             # The child keeps its own copy of the descriptor; ours closes with this block.
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "hookline", self.command],
+                [sys.executable, "-m", "hookline", self.command, *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,7 +17,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 serve: $(STAMP)
 	$(BIN)/hookline serve
 
-# Debian's chromium for the browser tests, installed with apt when missing (as root).
+# Debian's chromium (browser tests) and PostgreSQL server (postgres tests), installed with apt
+# when missing (as root).
 test-deps:
 	@sh scripts/test-deps
 

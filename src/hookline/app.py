@@ -130,6 +130,15 @@ async def opened(settings: Settings) -> AsyncIterator[Hookline]:
 
 def _database_unusable(settings: Settings, exc: BaseException | None = None) -> SystemExit:
     """The one line a bad ``database_url`` gets instead of a traceback (None: read-only)."""
+    if settings.database_url.startswith(store_.POSTGRES_SCHEMES):
+        from hookline.store import postgres
+
+        # the store says what failed (PostgresStore.open, migrate); never the password
+        problem = exc.detail if isinstance(exc, errors.HooklineError) else str(exc)
+        return SystemExit(
+            "hookline: invalid database_url "
+            f"(HOOKLINE_DATABASE_URL={postgres.redact(settings.database_url)}): {problem}"
+        )
     from hookline.store import sqlite  # only SQLite URLs get here: memory:// cannot fail
 
     path = sqlite.path_from_url(settings.database_url)

@@ -68,7 +68,9 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 
 def _print_welcome(s: settings.Settings, token: str | None) -> None:
     base = f"http://{s.listen}"
-    click.echo(f"hookline is listening on {base} (database {s.database_url})", err=True)
+    # a PostgreSQL URL may carry a password: never print it
+    database = settings.redacted_url(s.database_url)
+    click.echo(f"hookline is listening on {base} (database {database})", err=True)
     if token is not None:
         click.echo("", err=True)
         click.echo(f"  Your API token (shown once, store it now): {token}", err=True)

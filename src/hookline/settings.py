@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -67,16 +68,38 @@ def parse_listen(value: str) -> str:
 
 
 def parse_database_url(value: str) -> str:
-    """``memory://`` or ``sqlite:`` with a file path; the file itself is checked when opened."""
-    if not value.startswith(("sqlite:", "memory:")):
-        raise ValueError(f"{value!r}: use sqlite:///path/to/file.db or memory://")
+    """``memory://``, ``sqlite:`` with a file path, or ``postgresql://`` (``postgres://``).
+
+    The database itself is checked when opened: the file, or the server's answer.
+    """
+    if not value.startswith(("sqlite:", "memory:", "postgresql:", "postgres:")):
+        raise ValueError(
+            f"{value!r}: use sqlite:///path/to/file.db, postgresql://user@host/dbname or memory://"
+        )
     # keep in step with store.sqlite.path_from_url: what is left is the file's path
     if value.startswith("sqlite:") and not value.removeprefix("sqlite:").lstrip("/"):
         raise ValueError(
             f"{value!r} names no database file: use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db"
         )
+    if value.startswith(("postgresql:", "postgres:")):
+        parts = urllib.parse.urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ValueError(f"{redacted_url(value)}: the port is not a number") from None
+        if not value.split(":", 1)[1].startswith("//"):
+            raise ValueError(f"{redacted_url(value)}: use postgresql://user@host:port/dbname")
     return value
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs and error lines."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 _PARSERS: dict[str, Any] = {

@@ -7,7 +7,7 @@ queue tests pass ``now`` explicitly so leases and schedules are exact, never sle
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -31,23 +31,59 @@ from hookline.store.memory import MemoryStore
 LEASE = 30.0  # seconds a claim holds its task in these tests
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh, migrated, empty store of each backend."""
-    backend: Store
-    if request.param == "memory":
-        backend = MemoryStore()
-    else:
-        # Imported here so the memory half of the suite runs even while sqlite is broken.
+def factory(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Builds unopened stores of ``backend``; every call of one factory uses ONE database.
+
+    Imports are lazy so the memory half of the suite runs even while sqlite or postgres is
+    broken, and only the postgres half needs a server (and asyncpg): the database is asked for
+    here, so memory and sqlite runs start none.
+    """
+    if backend == "memory":
+        return MemoryStore
+    if backend == "sqlite":
         from hookline.store import sqlite
 
-        backend = sqlite.SqliteStore(tmp_path / "hookline.db")
+        return lambda: sqlite.SqliteStore(tmp_path / "hookline.db")
+    from hookline.store import postgres
+
+    url = request.getfixturevalue("postgres_url")  # tests/conftest.py: a fresh database
+    return lambda: postgres.PostgresStore(url, pool_size=4)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh, migrated, empty store of each backend."""
+    backend = factory(request.param, request, tmp_path)()
     await backend.open()
     try:
         await backend.migrate()
         yield backend
     finally:
         await backend.close()
+
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])  # memory cannot be shared: one process, one store
+async def shared_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[OpenStore]:
+    """Opens stores on one fresh, unmigrated database, as separate processes would."""
+    make = factory(request.param, request, tmp_path)
+    opened: list[Store] = []
+
+    async def open_store() -> Store:
+        backend = make()
+        await backend.open()
+        opened.append(backend)
+        return backend
+
+    try:
+        yield open_store
+    finally:
+        for backend in reversed(opened):
+            await backend.close()
 
 
 @pytest.fixture

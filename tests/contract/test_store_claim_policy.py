@@ -25,7 +25,15 @@ from hookline.models import (
 )
 from hookline.store.base import Store
 
-from .conftest import LEASE, add_endpoint, add_message, completion_for, make_endpoint
+from .conftest import (
+    LEASE,
+    OpenStore,
+    add_endpoint,
+    add_message,
+    completion_for,
+    make_app,
+    make_endpoint,
+)
 
 FAST_CIRCUIT = CircuitPolicy(failures=3, cooldown=10.0, cooldown_max=25.0, disable_after=3600.0)
 
@@ -271,37 +279,56 @@ async def test_count_due_is_capped(store: Store, app: Application) -> None:
     assert await store.count_due(now, 4) == 4
 
 
-async def test_two_sqlite_stores_on_one_file_share_buckets_and_never_share_tasks(
-    tmp_path: Path,
+async def test_two_stores_on_one_database_share_buckets_and_never_share_tasks(
+    shared_database: OpenStore,
 ) -> None:
     """Two processes on one database, as `hookline worker` twice: one bucket, disjoint claims."""
-    from hookline.store import sqlite
-    from hookline.store.memory import MemoryStore  # noqa: F401  (the memory backend is one process)
-
-    from .conftest import make_app
-
-    path = tmp_path / "shared.db"
-    first, second = sqlite.SqliteStore(path), sqlite.SqliteStore(path)
-    await first.open()
+    first = await shared_database()
     await first.migrate()
-    await second.open()
-    try:
-        org = await first.ensure_org("acme", time.time())
-        application = make_app(org.id)
-        await first.create_app(application)
-        now = time.time()
-        await rate_limited(first, application.id, 20)
-        for _ in range(50):
-            await add_message(first, application.id, created_at=now - 1)
-        a, b = await asyncio.gather(
-            first.claim_due(now, ClaimPolicy(limit=50), LEASE),
-            second.claim_due(now, ClaimPolicy(limit=50), LEASE),
+    second = await shared_database()
+    org = await first.ensure_org("acme", time.time())
+    application = make_app(org.id)
+    await first.create_app(application)
+    now = time.time()
+    await rate_limited(first, application.id, 20)
+    for _ in range(50):
+        await add_message(first, application.id, created_at=now - 1)
+    a, b = await asyncio.gather(
+        first.claim_due(now, ClaimPolicy(limit=50), LEASE),
+        second.claim_due(now, ClaimPolicy(limit=50), LEASE),
+    )
+    assert len(a) + len(b) == 5  # one bucket of 5 between them
+    assert not {c.message.id for c in a} & {c.message.id for c in b}
+    # the bucket the two spent is one row: it refills once, for whichever claims next
+    later = await asyncio.gather(
+        first.claim_due(now + 0.1, ClaimPolicy(limit=50), LEASE),
+        second.claim_due(now + 0.1, ClaimPolicy(limit=50), LEASE),
+    )
+    assert sum(len(batch) for batch in later) == 2
+
+
+async def test_claimers_in_two_stores_never_get_the_same_task(shared_database: OpenStore) -> None:
+    first = await shared_database()
+    await first.migrate()
+    second = await shared_database()
+    org = await first.ensure_org("acme", time.time())
+    application = make_app(org.id)
+    await first.create_app(application)
+    now = time.time()
+    await add_endpoint(first, application.id)
+    await add_endpoint(second, application.id)
+    for _ in range(100):
+        await add_message(first, application.id, created_at=now)
+    batches = await asyncio.gather(
+        *(
+            (first if i % 2 else second).claim_due(now, ClaimPolicy(limit=30), LEASE)
+            for i in range(8)
         )
-        assert len(a) + len(b) == 5  # one bucket of 5 between them
-        assert not {c.message.id for c in a} & {c.message.id for c in b}
-    finally:
-        await second.close()
-        await first.close()
+    )
+    keys = [(c.message.id, c.endpoint.id) for batch in batches for c in batch]
+    assert len(keys) == len(set(keys)) == 200
+    # each store's four claims hold at most 120: both took part
+    assert sum(len(b) for b in batches[0::2]) >= 80 and sum(len(b) for b in batches[1::2]) >= 80
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

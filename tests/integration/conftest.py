@@ -12,23 +12,37 @@ from collections.abc import Callable, Generator, Iterator
 import pytest
 from svix.api import ApplicationIn, ApplicationOut, EventTypeIn, Svix, SvixOptions
 
+from tests.support.postgres import PostgresServer
 from tests.support.sdk import unique
 from tests.support.server import HooklineServer
 
 _SERVER = pytest.StashKey[HooklineServer]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HooklineServer]:
-    """``hookline serve`` on a free loopback port and a fresh SQLite database."""
-    hl = HooklineServer(tmp_path_factory.mktemp("hookline"))
+    """``hookline serve`` on a free loopback port and a fresh database of each backend.
+
+    Every integration test runs once on SQLite and once on PostgreSQL (a database of the
+    session's throwaway cluster, ``tests/conftest.py``).
+    """
+    env: dict[str, str] = {}
+    database: str | None = None
+    cluster: PostgresServer | None = None
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("postgres_cluster")
+        database = cluster.create_database("integration")
+        env["HOOKLINE_DATABASE_URL"] = cluster.url(database)
+    hl = HooklineServer(tmp_path_factory.mktemp("hookline"), env=env)
     request.config.stash[_SERVER] = hl
     try:
         yield hl.start()
     finally:
         hl.kill()
+        if cluster is not None and database is not None:
+            cluster.drop_database(database)
 
 
 @pytest.fixture(scope="session")

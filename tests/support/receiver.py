@@ -58,6 +58,7 @@ class Recorded:
     body: bytes
     at: float
     status: int  # what the receiver answered
+    peer_port: int = 0  # the sender's source port: which process (connection) sent it
 
 
 @dataclass(slots=True)
@@ -79,7 +80,8 @@ class Receiver:
         self._requests: list[Recorded] = []
         self._scripts: dict[str, _Script] = {}
         self._running: collections.Counter[str] = collections.Counter()  # path -> handlers
-        self._finished: list[tuple[str, float]] = []  # (path, time.monotonic() at the end)
+        self._finished: list[tuple[str, float, int]] = []  # (path, monotonic end, peer port)
+        self._running_peers: collections.Counter[int] = collections.Counter()  # port -> handlers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
@@ -239,7 +241,19 @@ class Receiver:
         (or is cancelled), which is not proof that the client read the answer.
         """
         with self._cond:
-            return sum(1 for p, end in self._finished if end >= at and (path is None or p == path))
+            return sum(
+                1 for p, end, _ in self._finished if end >= at and (path is None or p == path)
+            )
+
+    def inflight_from(self, ports: set[int]) -> int:
+        """Requests still in their handler that came from one of these source ports."""
+        with self._cond:
+            return sum(n for port, n in self._running_peers.items() if port in ports)
+
+    def finished_from_since(self, ports: set[int], at: float) -> int:
+        """Requests from these source ports whose handler ended at or after ``at``."""
+        with self._cond:
+            return sum(1 for _, end, port in self._finished if end >= at and port in ports)
 
     def _summary(self) -> dict[str, int]:
         return dict(collections.Counter(r.path for r in self._requests))
@@ -248,6 +262,8 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         at = time.monotonic()
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer_port = int(peername[1]) if peername else 0
         with self._cond:
             script = self._scripts.get(request.path)
             if script is None:
@@ -265,9 +281,11 @@ class Receiver:
                     body=body,
                     at=at,
                     status=reply.status,
+                    peer_port=peer_port,
                 )
             )
             self._running[request.path] += 1
+            self._running_peers[peer_port] += 1
             self._cond.notify_all()
         try:
             if reply.delay > 0:
@@ -276,5 +294,6 @@ class Receiver:
         finally:
             with self._cond:
                 self._running[request.path] -= 1
-                self._finished.append((request.path, time.monotonic()))
+                self._running_peers[peer_port] -= 1
+                self._finished.append((request.path, time.monotonic(), peer_port))
                 self._cond.notify_all()

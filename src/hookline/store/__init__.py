@@ -12,8 +12,18 @@ if TYPE_CHECKING:
     from hookline.store.base import Store
 
 
+POSTGRES_SCHEMES = ("postgresql:", "postgres:")
+POSTGRES_DRIVER_MISSING = (
+    "hookline: PostgreSQL needs the asyncpg driver: install it with pip install hookline[postgres]"
+)
+
+
 def from_url(url: str) -> Store:
-    """Build the store a database URL names (``memory://``, ``sqlite:///path``)."""
+    """Build the store a database URL names (``memory://``, ``sqlite:///path``,
+    ``postgresql://user@host/db``).
+
+    Raises ``SystemExit`` with one line when the URL needs a driver that is not installed.
+    """
     if url.startswith("memory:"):
         from hookline.store import memory
 
@@ -22,4 +32,14 @@ def from_url(url: str) -> Store:
         from hookline.store import sqlite
 
         return sqlite.SqliteStore(sqlite.path_from_url(url))
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or memory://")
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from hookline.store import postgres
+        except ModuleNotFoundError as exc:
+            if exc.name != "asyncpg":
+                raise
+            raise SystemExit(POSTGRES_DRIVER_MISSING) from None
+        return postgres.PostgresStore(url)
+    raise ValueError(
+        f"unsupported database URL {url!r}: use sqlite:///path, postgresql://host/db or memory://"
+    )

@@ -74,3 +74,15 @@ def postgres_url(
         yield postgres_cluster.url(name)
     finally:
         postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings that put a test's servers on a fresh database of each backend in turn.
+
+    SQLite: nothing to add (each ``HooklineServer`` data directory has its file). PostgreSQL: a
+    database of the session's cluster (``postgres_url``), shared by every process of the test.
+    """
+    if request.param == "postgres":
+        return {"HOOKLINE_DATABASE_URL": request.getfixturevalue("postgres_url")}
+    return {}

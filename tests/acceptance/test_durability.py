@@ -3,7 +3,8 @@
 A real ``hookline serve`` process ingests messages while the receiver hangs (so deliveries are
 in flight), then is killed (SIGKILL, a crash) or stopped (SIGTERM, graceful). It is started
 again on the same database with a healthy receiver, and every message that was answered 202
-must arrive: at least once, so duplicates are counted and reported but allowed.
+must arrive: at least once, so duplicates are counted and reported but allowed. Each test runs
+on SQLite and on PostgreSQL (``backend_env``).
 
 Timing: ``HOOKLINE_REQUEST_TIMEOUT=1`` keeps the claim lease at 11 s (request timeout + 10 s),
 so tasks a crashed process had claimed are claimed again about 11 s later. Retries are 0.2 s
@@ -122,13 +123,14 @@ def _report(record_property: Callable[[str, object], None], **facts: object) -> 
 
 def test_sigkill_while_delivering_loses_no_acknowledged_message(
     start_server: Callable[..., HooklineServer],
+    backend_env: dict[str, str],
     receiver: Receiver,
     record_property: Callable[[str, object], None],
 ) -> None:
     count = 200
     path = receiver.new_path("crash")
     receiver.script(path, then=HANG)
-    server = start_server(env=FAST)
+    server = start_server(env={**FAST, **backend_env})
     app_id, _ = _setup(server, receiver.url(path))
 
     acked = _ingest(server, app_id, count)
@@ -161,13 +163,14 @@ def test_sigkill_while_delivering_loses_no_acknowledged_message(
 
 def test_sigterm_drains_then_restart_delivers_the_rest(
     start_server: Callable[..., HooklineServer],
+    backend_env: dict[str, str],
     receiver: Receiver,
     record_property: Callable[[str, object], None],
 ) -> None:
     count = 100
     path = receiver.new_path("drain")
     receiver.script(path, then=HANG)
-    server = start_server(env=FAST)
+    server = start_server(env={**FAST, **backend_env})
     app_id, _ = _setup(server, receiver.url(path))
 
     acked = _ingest(server, app_id, count)
@@ -215,12 +218,15 @@ def test_sigterm_drains_then_restart_delivers_the_rest(
 
 @pytest.mark.parametrize("stop", ["kill", "stop"])
 def test_restart_after_everything_was_delivered_sends_nothing_again(
-    start_server: Callable[..., HooklineServer], receiver: Receiver, stop: str
+    start_server: Callable[..., HooklineServer],
+    receiver: Receiver,
+    stop: str,
+    backend_env: dict[str, str],
 ) -> None:
     """Recorded deliveries stay delivered across a crash or a stop: a restart is not a replay."""
     count = 20
     path = receiver.new_path("done")
-    server = start_server(env=FAST)
+    server = start_server(env={**FAST, **backend_env})
     app_id, ep_id = _setup(server, receiver.url(path))
     acked = _ingest(server, app_id, count)
     _wait_all_delivered(receiver, path, acked, DELIVERY_TIMEOUT_SECONDS)

@@ -38,14 +38,6 @@ KILL_AFTER_SHARE = 0.2  # of the deliveries received before the kill
 UNCOMMITTED_WINDOW_SECONDS = 0.5
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Settings naming the shared database (SQLite: the data directory's file, by default)."""
-    if request.param == "postgres":
-        return {"HOOKLINE_DATABASE_URL": request.getfixturevalue("postgres_url")}
-    return {}
-
-
 class Cluster:
     def __init__(self, data: Path, env: dict[str, str]) -> None:
         self.apis: list[HooklineServer] = []
@@ -69,8 +61,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, database_env: dict[str, str]) -> Iterator[Cluster]:
-    running = Cluster(tmp_path / "hl", database_env)
+def cluster(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Cluster]:
+    running = Cluster(tmp_path / "hl", backend_env)
     try:
         yield running
     finally:

@@ -30,15 +30,18 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import httpx
+import pytest
 
 from hookline import ratelimit, settings
+from tests.support.postgres import PostgresServer
 from tests.support.receiver import Receiver, Recorded, Reply
 from tests.support.server import HooklineServer
 from tests.support.wait import until
@@ -107,14 +110,28 @@ def _attempts(client: httpx.Client, app_id: str, endpoint_id: str) -> list[dict[
         params["iterator"] = body["iterator"]
 
 
-def _health(db_path: Path, endpoint_id: str) -> dict[str, Any] | None:
+def _health(server: HooklineServer, endpoint_id: str) -> dict[str, Any] | None:
     """The endpoint's stored circuit and bucket state (``endpoint_health``), read from outside."""
-    uri = f"file:{db_path.resolve()}?mode=ro"
+    url = server.environment()["HOOKLINE_DATABASE_URL"]
+    if url.startswith("postgresql:"):
+        return asyncio.run(_postgres_health(url, endpoint_id))
+    uri = f"file:{server.db_path.resolve()}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
         conn.row_factory = sqlite3.Row
         row = conn.execute(
             "SELECT * FROM endpoint_health WHERE endpoint_id = ?", (endpoint_id,)
         ).fetchone()
+    return None if row is None else dict(row)
+
+
+async def _postgres_health(url: str, endpoint_id: str) -> dict[str, Any] | None:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT * FROM endpoint_health WHERE endpoint_id = $1", endpoint_id
+        )
+    finally:
+        await conn.close()
     return None if row is None else dict(row)
 
 
@@ -388,19 +405,22 @@ class _RateRun:
         return max(bisect.bisect_left(ats, at + 1.0) - i for i, at in enumerate(ats))
 
 
-def _rate_limited_run(data_dir: Path, receiver: Receiver, topology: str) -> _RateRun:
+def _rate_limited_run(
+    data_dir: Path, receiver: Receiver, topology: str, database: Mapping[str, str]
+) -> _RateRun:
     path = receiver.new_path(f"limited-{topology}")
+    env = {**RATE_ENV, **database}
     with _processes() as running:
         if topology == "serve":
-            api = HooklineServer(data_dir, env=RATE_ENV)
+            api = HooklineServer(data_dir, env=env)
             running.append(api.start())
             workers = [api]
         else:
-            api = HooklineServer(data_dir, env=RATE_ENV, command="api")
+            api = HooklineServer(data_dir, env=env, command="api")
             running.append(api.start())
             workers = [
                 HooklineServer(
-                    data_dir, env=RATE_ENV, command="worker", token=api.token, name=f"worker-{n}"
+                    data_dir, env=env, command="worker", token=api.token, name=f"worker-{n}"
                 )
                 for n in (1, 2)
             ]
@@ -425,18 +445,33 @@ def _rate_limited_run(data_dir: Path, receiver: Receiver, topology: str) -> _Rat
     return _RateRun(topology, arrivals, ids, attempts, sent, exit_codes)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_rate_limit_holds_embedded_and_with_two_workers(
-    tmp_path: Path, receiver: Receiver, record_property: Report
+    tmp_path: Path,
+    receiver: Receiver,
+    record_property: Report,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """200 messages to an endpoint limited to 20/s take >= 9.5 s; 200 attempts, all successful.
 
     The two topologies run side by side (about 10 s each, and light on the CPU): one
     ``hookline serve``, and ``hookline api`` with two ``hookline worker`` processes on one
-    database, whose claims draw on the one bucket stored with the endpoint.
+    database, whose claims draw on the one bucket stored with the endpoint. On SQLite and on
+    PostgreSQL (a database of its own per topology).
     """
+    databases: dict[str, dict[str, str]] = {"serve": {}, "split": {}}
+    if backend == "postgres":
+        cluster: PostgresServer = request.getfixturevalue("postgres_cluster")
+        for topology in databases:
+            name = cluster.create_database(f"rate-{topology}")
+            request.addfinalizer(lambda name=name: cluster.drop_database(name))
+            databases[topology] = {"HOOKLINE_DATABASE_URL": cluster.url(name)}
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = [
-            pool.submit(_rate_limited_run, tmp_path / topology, receiver, topology)
+            pool.submit(
+                _rate_limited_run, tmp_path / topology, receiver, topology, databases[topology]
+            )
             for topology in ("serve", "split")
         ]
         runs = [f.result() for f in futures]
@@ -493,10 +528,10 @@ EARLY_SECONDS = 0.02  # clock reading slop between this process and hookline's
 IN_FLIGHT_SECONDS = 0.15
 
 
-def _open_state(db_path: Path, endpoint_id: str, cooldown: float) -> dict[str, Any]:
+def _open_state(server: HooklineServer, endpoint_id: str, cooldown: float) -> dict[str, Any]:
     """Wait until the endpoint's circuit is open, with no probe in flight, at ``cooldown``."""
     state = until(
-        lambda: _health(db_path, endpoint_id),
+        lambda: _health(server, endpoint_id),
         lambda h: (
             h is not None
             and h["circuit_open"] == 1
@@ -521,17 +556,20 @@ def _next_probe(receiver: Receiver, path: str, seen: int, state: dict[str, Any])
 
 
 def test_circuit_opens_probes_survives_restart_and_closes(
-    start_server: Callable[..., HooklineServer], receiver: Receiver, record_property: Report
+    start_server: Callable[..., HooklineServer],
+    receiver: Receiver,
+    record_property: Report,
+    backend_env: dict[str, str],
 ) -> None:
     path = receiver.new_path("failing")
     receiver.script(path, then=500)
-    server = start_server(env=CIRCUIT_ENV)
+    server = start_server(env={**CIRCUIT_ENV, **backend_env})
     with _client(server) as client:
         app_id, endpoint_id = _endpoint(client, receiver.url(path))
     ids = _ingest(server, [app_id] * CIRCUIT_MESSAGES)
 
     # Opens after the threshold: at least that many failures, then quiet.
-    state = _open_state(server.db_path, endpoint_id, COOLDOWNS[0])
+    state = _open_state(server, endpoint_id, COOLDOWNS[0])
     assert state["failures"] >= CIRCUIT_FAILURES, state
     opened_at = _wall_to_monotonic(state["paused_until"]) - COOLDOWNS[0]
     time.sleep(max(0.0, opened_at + IN_FLIGHT_SECONDS - time.monotonic()))
@@ -544,9 +582,9 @@ def test_circuit_opens_probes_survives_restart_and_closes(
 
     # While open, one probe per cool-down, at the stored time; the cool-down doubles, capped.
     probes = [_next_probe(receiver, path, burst, state)]
-    state = _open_state(server.db_path, endpoint_id, COOLDOWNS[1])
+    state = _open_state(server, endpoint_id, COOLDOWNS[1])
     probes.append(_next_probe(receiver, path, burst + 1, state))
-    state = _open_state(server.db_path, endpoint_id, COOLDOWNS[2])
+    state = _open_state(server, endpoint_id, COOLDOWNS[2])
 
     # A restart while open keeps it open: no burst, the next probe at the stored time.
     stopping = time.monotonic()
@@ -557,7 +595,7 @@ def test_circuit_opens_probes_survives_restart_and_closes(
     assert time.monotonic() < due - 0.3, (
         f"the restart took {restart_s:.1f} s, past the stored probe time: nothing left to check"
     )
-    assert _health(server.db_path, endpoint_id) == state  # the same state, read back
+    assert _health(server, endpoint_id) == state  # the same state, read back
     receiver.assert_no_more(path, burst + 2, seconds=due - time.monotonic() - 0.1)
     # The endpoint recovers; the probe still waits for its time, succeeds and closes it.
     receiver.script(path, then=200)
@@ -572,7 +610,7 @@ def test_circuit_opens_probes_survives_restart_and_closes(
         assert time.monotonic() < deadline, "the backlog did not drain after the circuit closed"
         time.sleep(0.05)
     health = until(
-        lambda: _health(server.db_path, endpoint_id),
+        lambda: _health(server, endpoint_id),
         lambda h: h is None or h["circuit_open"] == 0,
         what="the circuit closed in the store",
     )

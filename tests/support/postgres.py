@@ -192,7 +192,7 @@ class PostgresCluster(PostgresServer):
         """Create and start the cluster; raise ``PostgresUnavailable`` (and clean up) if not."""
         if self.base_dir is not None:
             raise RuntimeError("the cluster was already started")
-        bindir = self._bindir or find_bindir()
+        bindir = self._bindir = self._bindir or find_bindir()
         if bindir is None:
             raise PostgresUnavailable(
                 "no PostgreSQL server binaries (initdb, postgres) found: run scripts/test-deps "
@@ -299,6 +299,19 @@ class PostgresCluster(PostgresServer):
                     f"\n{self.log_tail()}"
                 )
             time.sleep(POLL_SECONDS)
+
+    def shut_down(self) -> None:
+        """Fast shutdown keeping the data (``pg_ctl stop -m fast``); ``start_again`` follows."""
+        assert self._proc is not None, "the cluster is not running"
+        self._proc.send_signal(signal.SIGINT)  # postgres's fast shutdown
+        self._proc.wait(STOP_TIMEOUT_SECONDS)
+
+    def start_again(self) -> None:
+        """Start the server that ``shut_down`` stopped, on the same data directory and port."""
+        assert self.base_dir is not None and self._bindir is not None
+        data, sockets = self.base_dir / "data", self.base_dir / "socket"
+        self._spawn(self._bindir, data, sockets, _server_user())
+        self._wait_ready(data)
 
     def stop(self) -> None:
         """Fast shutdown (connected sessions are ended), then remove the directory; idempotent."""

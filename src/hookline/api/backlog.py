@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from hookline import errors
+from hookline import errors, worker
 from hookline.store.base import Store
 
 CHECK_SECONDS = 1.0  # how often the backlog is counted
@@ -52,11 +52,16 @@ class Backlog:
             log.info("backpressure_off", backlog_due=self.due, max_backlog=self.limit)
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The worker's throttle for a failing store: one line per new error, then a count every
+        # 10 s, and checks backing off, rather than a traceback a second through an outage.
+        failures = worker.StoreErrors("backlog_check_failed")
         while not stop.is_set():
+            pause = CHECK_SECONDS
             try:
                 await self.measure()
-            except Exception:
+                failures.succeeded()
+            except Exception as exc:
                 # The store is failing; its writes answer 503 on their own meanwhile.
-                log.exception("backlog_check_failed")
+                pause = max(pause, failures.failed(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CHECK_SECONDS)
+                await asyncio.wait_for(stop.wait(), pause)

@@ -29,7 +29,7 @@ from hookline.api import connection, http
 from hookline.api.backlog import Backlog
 from hookline.api.services import Services
 from hookline.cache import AppCache, TokenCache
-from hookline.settings import Settings
+from hookline.settings import POOL_SIZES, Settings
 from hookline.store.base import Store
 from hookline.wakeup import Wakeup
 from hookline.worker import Worker
@@ -57,8 +57,10 @@ class Hookline:
     operational: operational_.OperationalWebhooks | None = None
 
     @classmethod
-    def build(cls, settings: Settings) -> Hookline:
-        store = store_.from_url(settings.database_url)
+    def build(cls, settings: Settings, role: str = "command") -> Hookline:
+        """``role`` (api, worker, serve, command) picks the connection pool's default size."""
+        pool = settings.database_pool_size or POOL_SIZES[role]
+        store = store_.from_url(settings.database_url, pool_size=pool)
         return cls(
             settings=settings,
             store=store,
@@ -100,13 +102,13 @@ class Hookline:
 
 
 @contextlib.asynccontextmanager
-async def opened(settings: Settings) -> AsyncIterator[Hookline]:
-    """Open the store (applying migrations) for the life of the block.
+async def opened(settings: Settings, role: str = "command") -> AsyncIterator[Hookline]:
+    """Open the store (applying migrations) for the life of the block; ``role`` as in ``build``.
 
     A database that cannot be used (a directory, not a SQLite file, read-only, a directory that
     cannot be created) raises ``SystemExit`` with one line naming the setting and the problem.
     """
-    hl = Hookline.build(settings)
+    hl = Hookline.build(settings, role)
     _refuse_read_only_file(settings)
     try:
         await hl.store.open()

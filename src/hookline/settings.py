@@ -21,6 +21,10 @@ DEFAULT_DATABASE_URL = "sqlite:///./.hookline/hookline.db"
 DEFAULT_LISTEN = "127.0.0.1:8071"
 KIB = 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# PostgreSQL connections a process opens at most, by what it runs: the API's concurrent requests
+# (group commit keeps ingest to a few transactions at a time), a worker's claims and outcome
+# batches, and the short commands (migrate, token). A worker also holds one LISTEN connection.
+POOL_SIZES = {"api": 10, "serve": 10, "worker": 4, "command": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,8 @@ class Settings:
     operational_webhook_secret: str | None = None  # a whsec_ key
     max_backlog: int = 1_000_000  # due deliveries; above it message creation answers 429
     shutdown_grace: float = 10.0  # seconds in-flight deliveries get on SIGTERM
+    # PostgreSQL connections per process; 0: the role's default (POOL_SIZES). SQLite ignores it.
+    database_pool_size: int = 0
 
     @property
     def host(self) -> str:
@@ -118,6 +124,7 @@ _PARSERS: dict[str, Any] = {
     "endpoint_disable_after": float,
     "max_backlog": int,
     "shutdown_grace": float,
+    "database_pool_size": int,
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import httpx
 import pytest
 
@@ -171,3 +172,46 @@ def test_fifty_identical_idempotent_posts_over_two_apis_make_one_message(
     finally:
         second.kill()
         first.kill()
+
+
+def test_an_api_process_opens_no_more_connections_than_its_pool(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {"HOOKLINE_DATABASE_URL": postgres_url, "HOOKLINE_DATABASE_POOL_SIZE": "3"}
+    api = HooklineServer(tmp_path / "hl", command="api", env=env).start()
+    try:
+        headers = {"Authorization": f"Bearer {api.token}"}
+
+        async def load_and_count() -> int:
+            async with aiohttp.ClientSession(headers=headers) as session:
+                async with session.post(f"{api.base_url}/api/v1/app", json={"name": "p"}) as r:
+                    app = (await r.json())["id"]
+
+                async def post(i: int) -> int:
+                    async with session.post(
+                        f"{api.base_url}/api/v1/app/{app}/msg",
+                        json={"eventType": "pool", "payload": {"i": i}},
+                    ) as resp:
+                        return resp.status
+
+                async def read(_: int) -> int:
+                    async with session.get(f"{api.base_url}/api/v1/app/{app}/msg") as resp:
+                        return resp.status
+
+                statuses = await asyncio.gather(
+                    *(post(i) for i in range(200)), *(read(i) for i in range(200))
+                )
+                assert set(statuses) == {200, 202}
+            conn = await asyncpg.connect(postgres_url)
+            try:
+                count: int = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await conn.close()
+            return count
+
+        assert asyncio.run(load_and_count()) <= 3
+    finally:
+        api.kill()

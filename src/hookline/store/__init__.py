@@ -18,10 +18,11 @@ POSTGRES_DRIVER_MISSING = (
 )
 
 
-def from_url(url: str) -> Store:
+def from_url(url: str, *, pool_size: int | None = None) -> Store:
     """Build the store a database URL names (``memory://``, ``sqlite:///path``,
     ``postgresql://user@host/db``).
 
+    ``pool_size`` caps a server database's connections (PostgreSQL); the others ignore it.
     Raises ``SystemExit`` with one line when the URL needs a driver that is not installed.
     """
     if url.startswith("memory:"):
@@ -39,7 +40,9 @@ def from_url(url: str) -> Store:
             if exc.name != "asyncpg":
                 raise
             raise SystemExit(POSTGRES_DRIVER_MISSING) from None
-        return postgres.PostgresStore(url)
+        if pool_size is None:
+            return postgres.PostgresStore(url)
+        return postgres.PostgresStore(url, pool_size=pool_size)
     raise ValueError(
         f"unsupported database URL {url!r}: use sqlite:///path, postgresql://host/db or memory://"
     )

@@ -15,7 +15,7 @@ made safe for claimers in several processes at once:
 - Rows are locked in id order within a statement; a claim that finds more endpoints later
   (``per_endpoint``) may still meet another transaction in the opposite order, which
   PostgreSQL answers with a deadlock error: the store runs the transaction again
-  (``postgres.PostgresStore._retrying``).
+  (``postgres_pool.Database._retrying``).
 
 Per-endpoint slots (``ClaimPolicy.endpoint_slots``) are per claimer, as in every store: each
 process bounds what it holds open itself, so N worker processes may have N times the slots

@@ -2,7 +2,8 @@
 
 The real command runs once as a subprocess of ``python -m hookline`` (``--scenario all``) with a
 clean ``HOOKLINE_*`` environment; the tests read its JSON file and console output. Nothing here
-measures speed: the numbers checked are counts, which must add up whatever the machine.
+measures speed: the numbers checked are counts, which must add up whatever the machine. Two more
+short runs check ``--api-processes`` / ``--worker-processes`` and ``--database postgresql://``.
 
 While the command runs, its descendants (receiver, hookline processes) are sampled, so that
 afterwards the module can check that none of them outlived it.
@@ -10,19 +11,21 @@ afterwards the module can check that none of them outlived it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+
+from tests.support import postgres
 
 SCENARIOS = ("max", "steady", "burst", "slow-endpoints", "retry-storm", "rate-limited")
 HEALTHY_ONLY = ("max", "steady", "burst", "rate-limited")  # every endpoint answers 200
@@ -125,24 +128,15 @@ def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
             child.kill()
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
-    root = tmp_path_factory.mktemp("bench")
+def _run_bench(root: Path, options: list[str]) -> BenchRun:
+    """Run ``hookline bench --no-progress --output ... <options>`` in ``root``, watching its
+    descendants, and return what it did."""
     cwd, workdir = root / "cwd", root / "tmp"
     cwd.mkdir()
     workdir.mkdir()
     output = root / "x.json"
     argv = [
-        sys.executable, "-m", "hookline", "bench",
-        "--scenario", "all",
-        "--count", str(COUNT),
-        "--rate", str(STEADY_RATE),
-        "--seconds", str(STEADY_SECONDS),
-        "--endpoints", str(ENDPOINTS),
-        "--bad-share", str(BAD_SHARE),
-        "--rate-limit", str(RATE_LIMIT),
-        "--timeout", str(REQUEST_TIMEOUT),
-        "--drain-seconds", str(DRAIN_SECONDS),
+        sys.executable, "-m", "hookline", "bench", *options,
         "--no-progress",
         "--output", str(output),
     ]  # fmt: skip
@@ -175,8 +169,11 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
             except psutil.Error:
                 continue
             for child in descendants:
+                # the latest command line: a child caught between fork and exec still shows ours
                 with contextlib.suppress(psutil.Error):
-                    seen.setdefault(child.pid, (child.create_time(), " ".join(child.cmdline())))
+                    cmd = " ".join(child.cmdline())
+                    if cmd or child.pid not in seen:
+                        seen[child.pid] = (child.create_time(), cmd)
     finally:
         if proc.poll() is None:
             _kill_tree(proc)
@@ -189,7 +186,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
         if c.pid not in children_before and c.pid not in seen
     ]
     left += [p for p in _mentioning(root, cwd) if p not in left]
-    yield BenchRun(
+    return BenchRun(
         returncode=proc.returncode,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
@@ -198,6 +195,22 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
         seen={pid: cmd for pid, (_, cmd) in seen.items()},
         left_behind=left,
     )
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> BenchRun:
+    options = [
+        "--scenario", "all",
+        "--count", str(COUNT),
+        "--rate", str(STEADY_RATE),
+        "--seconds", str(STEADY_SECONDS),
+        "--endpoints", str(ENDPOINTS),
+        "--bad-share", str(BAD_SHARE),
+        "--rate-limit", str(RATE_LIMIT),
+        "--timeout", str(REQUEST_TIMEOUT),
+        "--drain-seconds", str(DRAIN_SECONDS),
+    ]  # fmt: skip
+    return _run_bench(tmp_path_factory.mktemp("bench"), options)
 
 
 # the run as a whole ------------------------------------------------------------------------------
@@ -339,3 +352,92 @@ def test_rate_limited_delivers_every_message_once_and_wastes_no_attempt(bench: B
     assert [e["requests"] for e in per_endpoint] == [COUNT // ENDPOINTS] * ENDPOINTS, per_endpoint
     for row in ("rate limit, all endpoints", "steady delivered rate", "delivered / limit"):
         assert row in bench.stdout, bench.describe()
+
+
+# several processes per role, and PostgreSQL ---------------------------------------------------
+
+
+def test_split_topology_runs_the_processes_asked_for(tmp_path: Path) -> None:
+    run = _run_bench(
+        tmp_path,
+        [
+            "--scenario", "max", "--count", str(COUNT), "--endpoints", str(ENDPOINTS),
+            "--drain-seconds", str(DRAIN_SECONDS),
+            "--topology", "split", "--api-processes", "2", "--worker-processes", "2",
+        ],
+    )  # fmt: skip
+    report = run.report("max")
+    phase = report["hookline"]
+    _assert_accounted_for(phase, "max, 2 + 2 processes")
+    assert (report["settings"]["api_processes"], report["settings"]["worker_processes"]) == (2, 2)
+    assert phase["processes"] == {"hookline api": 2, "hookline worker": 2}, phase
+    assert "api x 2 + worker x 2" in run.stdout, run.describe()
+    # each supervisor and its two forked children (same command line) ran, and are gone
+    for role in ("api", "worker"):
+        seen = [c for c in run.seen.values() if f"-m hookline {role} --processes 2" in c]
+        assert len(seen) == 3, run.seen
+    assert run.left_behind == [], run.left_behind
+    # CPU is the whole tree's: the children did the work, the supervisors only waited
+    assert all(phase["cpu_seconds"][name] > 0 for name in phase["processes"]), phase
+
+
+def test_split_processes_without_split_topology_are_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hookline", "bench", "--api-processes", "2", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert "--topology split" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran or was written
+
+
+def _databases(server: postgres.PostgresServer) -> list[str]:
+    import asyncpg
+
+    async def names() -> list[str]:
+        conn = await asyncpg.connect(server.admin_url, timeout=postgres.SQL_TIMEOUT_SECONDS)
+        try:
+            return [r[0] for r in await conn.fetch("SELECT datname FROM pg_database")]
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
+
+
+def test_postgres_gives_each_scenario_a_fresh_database_and_reports_the_server(
+    tmp_path: Path, postgres_cluster: postgres.PostgresServer
+) -> None:
+    before = _databases(postgres_cluster)
+    run = _run_bench(
+        tmp_path,
+        [
+            "--scenario", "max", "--scenario", "burst", "--count", str(COUNT),
+            "--endpoints", str(ENDPOINTS), "--drain-seconds", str(DRAIN_SECONDS),
+            "--database", postgres_cluster.admin_url,
+        ],
+    )  # fmt: skip
+    for scenario in ("max", "burst"):
+        report = run.report(scenario)
+        phase = report["hookline"]
+        # a fresh database each: burst's count is not added to what max left behind
+        _assert_accounted_for(phase, scenario)
+        assert phase["delivered"] == COUNT, phase
+        usage = phase["database"]
+        assert usage["delivered"] == COUNT, usage
+        # a message, its delivery task and its attempt; the task updated by claim and outcome.
+        # Setup rows (apps, endpoints) may be counted too, as the server flushes counters late.
+        assert 3 * COUNT <= usage["rows_inserted"] < 4 * COUNT, usage
+        assert 2 * COUNT <= usage["rows_updated"] < 3 * COUNT, usage
+        assert usage["transactions"] > 0 and usage["wal_bytes"] > 0, usage
+        if isinstance(postgres_cluster, postgres.PostgresCluster):  # runs on this machine
+            assert usage["cpu_seconds"] > 0, usage
+        assert report["settings"]["postgres"]["version"], report["settings"]
+    assert "rows ins / upd / del per msg" in run.stdout, run.describe()
+    assert run.left_behind == [], run.left_behind
+    # every scenario's database is dropped again, and the named database got no tables
+    assert sorted(_databases(postgres_cluster)) == sorted(before)

@@ -1,8 +1,9 @@
 """``hookline bench``: end-to-end throughput, latency, CPU and memory on this machine.
 
 A run starts a receiver process, measures the raw pipe (the load generator posting straight to
-the receiver), then for each scenario starts a fresh hookline, drives load through its API and
-measures what the receiver gets. Scenarios live in ``scenarios``; ``run`` strings them together.
+the receiver), then for each scenario starts a fresh hookline on a fresh database, drives load
+through its API and measures what the receiver gets (and, on PostgreSQL, what the server did).
+Scenarios live in ``scenarios``, databases in ``database``; ``run`` strings them together.
 """
 
 from __future__ import annotations
@@ -16,18 +17,27 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
-from hookline.bench import processes, report, scenarios
+from hookline.bench import database, processes, report, scenarios
 from hookline.bench.display import Display
 from hookline.bench.scenarios import SCENARIOS, Options, Report
 
-__all__ = ["SCENARIOS", "Options", "run"]
+__all__ = ["SCENARIOS", "Options", "Unusable", "run"]
+Unusable = database.Unusable
 
 
 async def run(
     names: list[str], opts: Options, *, console: Console, progress: bool, command: str
 ) -> report.RunFile:
-    """Run ``names`` in order with one receiver and one raw-pipe measurement; stop everything."""
+    """Run ``names`` in order with one receiver and one raw-pipe measurement; stop everything.
+
+    Raises ``Unusable`` before anything starts when ``--database`` names a PostgreSQL server
+    that cannot be used.
+    """
     started_at = report.now_iso()
+    postgres = None
+    if database.is_postgres(opts.database):
+        assert opts.database is not None
+        postgres = await database.Server.open(opts.database)
     # SIGTERM cancels the run like Ctrl-C does, so the finally blocks stop every child process
     main = asyncio.current_task()
     assert main is not None
@@ -43,6 +53,7 @@ async def run(
                     control,
                     Display(console, enabled=progress),
                     receiver,
+                    postgres,
                 )
                 ctx.raw_pipe = await scenarios.measure_raw_pipe(ctx)
                 reports: list[Report] = []

@@ -2,7 +2,9 @@
 
 Every child is started with a log file in the run's temporary directory, measured with psutil
 (CPU seconds, resident memory), and stopped with SIGTERM, then SIGKILL if it does not exit in
-time, so a run never leaves a process behind.
+time, so a run never leaves a process behind. A child that supervises processes of its own
+(``hookline api --processes N``) is measured with all of them: its CPU is the whole tree's,
+its peak memory that of its largest process.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ class Child:
         env: Mapping[str, str],
         *,
         capture_stdout: bool = False,
+        processes: int = 1,
     ) -> None:
         self.name = name
+        self.processes = processes  # serving processes (a supervisor's children, or itself)
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
@@ -59,7 +63,7 @@ class Child:
             env=dict(env),
         )
         self._ps = psutil.Process(self.proc.pid)
-        self._rss_seen = 0
+        self._rss_seen = 0  # the largest resident set of any one process of the tree
 
     def read_line(self, timeout: float = START_TIMEOUT_SECONDS) -> str:
         """The first line the child prints on stdout (the receiver prints its port)."""
@@ -81,23 +85,32 @@ class Child:
             raise ChildFailed(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float:
-        times = self._ps.cpu_times()
-        return float(times.user + times.system)
+        """User + system CPU of the child and every process under it, exited ones included."""
+        return tree_cpu_seconds(self._ps)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self._ps, *self._ps.children(recursive=True)]
+        except psutil.Error:
+            return [self._ps]
 
     def sample_rss(self) -> int:
-        with contextlib.suppress(psutil.Error):
-            self._rss_seen = max(self._rss_seen, self._ps.memory_info().rss)
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                self._rss_seen = max(self._rss_seen, proc.memory_info().rss)
         return self._rss_seen
 
     def peak_rss(self) -> int:
-        """The kernel's high-water mark (VmHWM) where there is one, else the highest sample."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return max(self._rss_seen, int(line.split()[1]) * 1024)
-        except OSError:
-            pass
-        return self.sample_rss()
+        """The kernel's high-water mark (VmHWM) of the tree's largest process, else samples."""
+        peak = self._rss_seen
+        for proc in self._tree():
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+            except OSError:
+                peak = max(peak, self.sample_rss())
+        return peak
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -118,6 +131,25 @@ class Child:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+def tree_cpu_seconds(root: psutil.Process) -> float:
+    """User + system CPU seconds of ``root`` and its descendants, exited ones included.
+
+    A process's ``children_user`` / ``children_system`` hold the CPU of its children that exited
+    and were reaped, which are no longer in the tree; live descendants are read one by one. A
+    child reaped between the two reads can be missed once; CPU is never counted twice.
+    """
+    total = 0.0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        procs = [root]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def start_receiver(workdir: Path) -> tuple[Child, int]:
@@ -156,7 +188,13 @@ def hookline_env(
     return env
 
 
-def start_hookline(role: str, workdir: Path, env: Mapping[str, str]) -> Child:
-    """``hookline serve|api|worker`` as a child process (readiness is the caller's to check)."""
+def start_hookline(
+    role: str, workdir: Path, env: Mapping[str, str], *, processes: int = 1
+) -> Child:
+    """``hookline serve|api|worker [--processes N]`` as a child process (readiness is the
+    caller's to check)."""
     argv = [sys.executable, "-m", "hookline", role]
-    return Child(f"hookline {role}", argv, workdir / f"hookline-{role}.log", env)
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    log_path = workdir / f"hookline-{role}.log"
+    return Child(f"hookline {role}", argv, log_path, env, processes=processes)

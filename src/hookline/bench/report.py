@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import hookline
+from hookline.bench.database import Usage
 from hookline.bench.scenarios import Phase, RateLimited, Report
 
 
@@ -96,12 +97,56 @@ def _rate_limit_rows(table: Table, rl: RateLimited) -> None:
     )
 
 
+def _processes(phase: Phase) -> str:
+    """``serve``, or ``api x 2 + worker x 1``: what ran, and in how many processes."""
+    return " + ".join(
+        f"{name.removeprefix('hookline ')} x {n}"
+        if n > 1 or len(phase.processes) > 1
+        else name.removeprefix("hookline ")
+        for name, n in phase.processes.items()
+    )
+
+
+def _per_message(usage: Usage, key: str, fmt: str = ",.2f") -> str:
+    value = usage.per_message.get(key)
+    return "-" if value is None else format(value, fmt)
+
+
+def _database_rows(table: Table, usage: Usage) -> None:
+    """PostgreSQL: what the server did per delivered message."""
+    if usage.cpu_seconds is not None:
+        table.add_row(
+            "PostgreSQL CPU per delivered msg", f"{_per_message(usage, 'cpu_us', ',.0f')} µs", ""
+        )
+    table.add_row(
+        "  transactions / statements per msg",
+        f"{_per_message(usage, 'transactions')} / {_per_message(usage, 'statements')}",
+        "",
+    )
+    table.add_row(
+        "  rows ins / upd / del per msg",
+        f"{_per_message(usage, 'rows_inserted')} / {_per_message(usage, 'rows_updated')} / "
+        f"{_per_message(usage, 'rows_deleted')}",
+        "",
+    )
+    table.add_row(
+        "  WAL per msg (bytes / flushes)",
+        f"{_per_message(usage, 'wal_bytes', ',.0f')} / {_per_message(usage, 'wal_flushes', '.3f')}",
+        "",
+    )
+    table.add_row(
+        "  database growth per msg", f"{_per_message(usage, 'database_bytes', ',.0f')} bytes", ""
+    )
+
+
 def show(console: Console, report: Report) -> None:
     h, raw = report.hookline, report.raw_pipe
     table = Table(title=f"hookline bench: {report.scenario}", title_justify="left")
     table.add_column("measure")
     table.add_column("hookline", justify="right")
     table.add_column("raw pipe", justify="right")
+    if h.processes:
+        table.add_row("hookline processes", _processes(h), "")
     table.add_row("messages sent", f"{h.ingest.sent:,}", f"{raw.ingest.sent:,}")
     table.add_row("ingest rate (accepted)", _rate(h.ingest.rate), _rate(raw.ingest.rate))
     table.add_row(
@@ -118,6 +163,8 @@ def show(console: Console, report: Report) -> None:
         table.add_row("ingest POST p50/p99", f"{p['p50']:.1f} / {p['p99']:.1f} ms", "")
     if h.cpu_us_per_message is not None:
         table.add_row("server CPU per delivered msg", f"{h.cpu_us_per_message:,.0f} µs", "")
+    if h.database is not None:
+        _database_rows(table, h.database)
     if h.load_generator_cpu_us_per_message is not None:
         table.add_row(
             "load generator CPU per msg",
@@ -131,7 +178,9 @@ def show(console: Console, report: Report) -> None:
             f"{raw.receiver_cpu_us_per_request or 0:,.0f} µs",
         )
     for name, mb in h.peak_rss_mb.items():
-        table.add_row(f"peak RSS, {name}", f"{mb:,.0f} MB", "")
+        n = h.processes.get(name, 1)
+        label = f"peak RSS, {name}" + (" (largest process)" if n > 1 else "")
+        table.add_row(label, f"{mb:,.0f} MB", "")
     table.add_row("missing / duplicates", f"{h.missing:,} / {h.duplicates:,}", "")
     table.add_row("ingest errors", f"{h.ingest.errors:,}", f"{raw.ingest.errors:,}")
     if h.failed_attempts or h.hung_attempts:

@@ -2,8 +2,9 @@
 
 One run shares one receiver process and measures the raw pipe once (the load generator posting
 straight to the receiver), so every scenario's delivered rate can be read as a share of what
-this machine can move at all. Each scenario gets its own database in the run's temporary
-directory; everything started is stopped when the scenario ends, whatever happened.
+this machine can move at all. Each scenario gets its own database (``database``: a SQLite file
+in the run's temporary directory, or a fresh database on the PostgreSQL server ``--database``
+names); everything started is stopped when the scenario ends, whatever happened.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import msgspec
 import psutil
 
-from hookline import models, ratelimit
-from hookline.bench import loadgen, processes
+from hookline import models, ratelimit, settings
+from hookline.bench import database, loadgen, processes
+from hookline.bench.database import Snapshot as DatabaseSnapshot
+from hookline.bench.database import Usage as DatabaseUse
 from hookline.bench.display import Display
 from hookline.bench.stats import Arrivals, Stats
 
@@ -43,10 +46,14 @@ class Options:
     rate_limit: int = 50  # rate-limited: every endpoint's rateLimit, messages/s
     concurrency: int = 64  # ingest requests in flight (max, burst, raw pipe)
     payload_bytes: int = 512
-    database: str | None = None  # default: a SQLite file in the run's temporary directory
+    database: str | None = None  # default: a SQLite file per scenario; see bench.database
     timeout: float = 5.0  # hookline's request timeout (how long slow endpoints hang)
     drain_seconds: float = 300.0  # longest wait for deliveries after ingest ends
     topology: str = "embedded"  # embedded: one `hookline serve`; split: `api` + `worker`
+    # `hookline api --processes N` / `hookline worker --processes M` wherever those roles run
+    # (the split topology, and burst); 1 runs the role in one process, without a supervisor
+    api_processes: int = 1
+    worker_processes: int = 1
     worker_concurrency: int | None = None  # HOOKLINE_WORKER_CONCURRENCY; None: hookline's default
     workdir: Path = Path()
 
@@ -64,13 +71,18 @@ class Phase(msgspec.Struct, kw_only=True):
     latency_ms: dict[str, float] | None  # ingest → delivery, at the receiver
     failed_attempts: int = 0  # answered 500 by a failing endpoint
     hung_attempts: int = 0  # sent to a hanging endpoint
-    cpu_seconds: dict[str, float] = {}  # per hookline process, during the phase
+    # per hookline command (`hookline api`, ...), all its processes together, during the phase
+    cpu_seconds: dict[str, float] = {}
     cpu_us_per_message: float | None = None
-    peak_rss_mb: dict[str, float] = {}
+    peak_rss_mb: dict[str, float] = {}  # per command: its largest process
+    processes: dict[str, int] = {}  # per command: processes serving (--processes)
     # the other two parties, for scale: this process (the load generator) per message sent, and
     # the receiver per request it answered
     load_generator_cpu_us_per_message: float | None = None
     receiver_cpu_us_per_request: float | None = None
+    # PostgreSQL only: what the server did (filled in once hookline has stopped). The type is
+    # imported by name because a field called `database` hides the module in a class body.
+    database: DatabaseUse | None = None
 
 
 class EndpointRate(msgspec.Struct, kw_only=True):
@@ -119,6 +131,7 @@ class Run:
     control: aiohttp.ClientSession
     display: Display
     receiver: processes.Child
+    postgres: database.Server | None = None  # --database postgresql://...
     raw_pipe: Phase | None = None
 
     async def stats(self, latency: bool = False, endpoints: bool = False) -> Stats:
@@ -138,7 +151,7 @@ class Run:
 async def measure_raw_pipe(run: Run) -> Phase:
     count = min(run.opts.count or 20_000, RAW_PIPE_MAX_COUNT)
     target = loadgen.raw_target(run.receiver_url, run.opts.payload_bytes)
-    return await _measure(run, "raw pipe", target, count, [], _blaster(run, target, count))
+    return await _measure(run, "raw pipe", target, count, None, _blaster(run, target, count))
 
 
 async def _measure(
@@ -146,16 +159,21 @@ async def _measure(
     label: str,
     target: loadgen.Target,
     count: int,
-    children: list[processes.Child],
+    inst: Instance | None,
     drive: Callable[[loadgen.Progress], Awaitable[loadgen.LoadResult]],
     *,
     after_ingest: Callable[[], Awaitable[float]] | None = None,
 ) -> Phase:
     """Drive load, then wait for every healthy message to arrive (or the drain deadline).
 
-    ``after_ingest`` (burst) runs once ingest is done and returns when delivery began.
+    ``inst`` is the hookline under test (None: the raw pipe). ``after_ingest`` (burst) runs once
+    ingest is done and returns when delivery began.
     """
+    children = [] if inst is None else inst.children
     await run.reset()
+    db_before = None
+    if inst is not None and inst.database is not None:
+        db_before = await inst.database.snapshot()
     progress = loadgen.Progress()
     cpu_before = {c.name: c.cpu_seconds() for c in children}
     me = psutil.Process()
@@ -186,7 +204,7 @@ async def _measure(
     seconds = (stats.last_at or started_wall) - started_wall
     delivered = min(stats.unique, progress.accepted_healthy)
     total_delivered = stats.unique
-    return Phase(
+    phase = Phase(
         ingest=ingest,
         expected=progress.accepted_healthy,
         delivered=delivered,
@@ -204,11 +222,15 @@ async def _measure(
             else None
         ),
         peak_rss_mb={c.name: round(c.peak_rss() / 2**20, 1) for c in children},
+        processes={c.name: c.processes for c in children},
         load_generator_cpu_us_per_message=(
             round(own_cpu / ingest.sent * 1e6, 1) if ingest.sent else None
         ),
         receiver_cpu_us_per_request=round(receiver_cpu / answered * 1e6, 1) if answered else None,
     )
+    if inst is not None and db_before is not None:
+        inst.measured.append((phase, db_before))
+    return phase
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -258,6 +280,9 @@ class Instance:
     env: dict[str, str]
     app_ids: list[str]
     endpoint_ids: list[str]  # the app_ids' endpoints, in the same order
+    database: database.Scenario | None = None  # PostgreSQL: the scenario's fresh database
+    # phases measured on it, with the server's counters as each began (see ``hookline``)
+    measured: list[tuple[Phase, DatabaseSnapshot]] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -273,35 +298,48 @@ async def hookline(
     """Start hookline (``roles``), create one app + endpoint per ``kinds`` entry; stop after.
 
     Without ``roles`` the topology option decides: one ``serve`` or ``api`` + ``worker``.
-    ``rate_limit`` is every endpoint's ``rateLimit`` (messages/s).
+    ``rate_limit`` is every endpoint's ``rateLimit`` (messages/s). On PostgreSQL, once hookline
+    has stopped, each measured phase gets what the server did during it (``Phase.database``).
     """
     opts = run.opts
     if roles is None:
         roles = ("serve",) if opts.topology == "embedded" else ("api", "worker")
     workdir = opts.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
-    database = opts.database or f"sqlite:///{workdir / 'hookline.db'}"
-    port = processes.free_port()
-    token = "hl_bench_" + secrets.token_urlsafe(24)
-    env = processes.hookline_env(
-        database,
-        port,
-        token,
-        request_timeout=opts.timeout,
-        retry_schedule=retry_schedule,
-        worker_concurrency=opts.worker_concurrency,
-    )
-    children: list[processes.Child] = []
-    try:
-        for role in roles:
-            children.append(processes.start_hookline(role, workdir, env))
-        base_url = f"http://{processes.HOST}:{port}"
-        await _wait_healthy(run.control, base_url, children)
-        app_ids, endpoint_ids = await _setup(run, base_url, token, kinds, rate_limit)
-        yield Instance(base_url, token, children, env, app_ids, endpoint_ids)
-    finally:
-        for child in children:
-            child.stop()
+    async with database.for_scenario(opts.database, run.postgres, workdir) as (url, db):
+        port = processes.free_port()
+        token = "hl_bench_" + secrets.token_urlsafe(24)
+        env = processes.hookline_env(
+            url,
+            port,
+            token,
+            request_timeout=opts.timeout,
+            retry_schedule=retry_schedule,
+            worker_concurrency=opts.worker_concurrency,
+        )
+        children: list[processes.Child] = []
+        try:
+            for role in roles:
+                children.append(start_role(opts, role, workdir, env))
+            base_url = f"http://{processes.HOST}:{port}"
+            await _wait_healthy(run.control, base_url, children)
+            app_ids, endpoint_ids = await _setup(run, base_url, token, kinds, rate_limit)
+            inst = Instance(base_url, token, children, env, app_ids, endpoint_ids, db)
+            yield inst
+        finally:
+            for child in children:
+                child.stop()
+        if db is not None and inst.measured:
+            # read after the stop: the server's row counters are flushed when sessions end
+            usages = await db.settle([(before, p.delivered) for p, before in inst.measured])
+            for (phase, _), usage in zip(inst.measured, usages, strict=True):
+                phase.database = usage
+
+
+def start_role(opts: Options, role: str, workdir: Path, env: dict[str, str]) -> processes.Child:
+    """``hookline <role>``, with ``--processes`` as the options ask for api and worker."""
+    count = {"api": opts.api_processes, "worker": opts.worker_processes}.get(role, 1)
+    return processes.start_hookline(role, workdir, env, processes=count)
 
 
 async def _wait_healthy(
@@ -374,12 +412,12 @@ def _report(
     raw = run.raw_pipe
     assert raw is not None
     rate = drain_rate or phase.delivered_rate
-    settings = _settings(run.opts)
+    chosen = _settings(run)
     if rate_limit is not None:
-        settings["rate_limit"] = rate_limit.limit_per_endpoint
+        chosen["rate_limit"] = rate_limit.limit_per_endpoint
     return Report(
         scenario=scenario,
-        settings=settings,
+        settings=chosen,
         raw_pipe=raw,
         hookline=phase,
         ratio_to_raw_pipe=round(rate / raw.delivered_rate, 3) if raw.delivered_rate else 0.0,
@@ -389,17 +427,25 @@ def _report(
     )
 
 
-def _settings(opts: Options) -> dict[str, object]:
-    return {
+def _settings(run: Run) -> dict[str, object]:
+    opts = run.opts
+    found: dict[str, object] = {
         "endpoints": opts.endpoints,
         "bad_share": opts.bad_share,
         "concurrency": opts.concurrency,
         "payload_bytes": opts.payload_bytes,
-        "database": opts.database or "sqlite (temporary file)",
+        "database": (
+            settings.redacted_url(opts.database) if opts.database else "sqlite (temporary file)"
+        ),
         "request_timeout": opts.timeout,
         "topology": opts.topology,
+        "api_processes": opts.api_processes,
+        "worker_processes": opts.worker_processes,
         "worker_concurrency": opts.worker_concurrency or "default",
     }
+    if run.postgres is not None:
+        found["postgres"] = run.postgres.describe()
+    return found
 
 
 # the scenarios ----------------------------------------------------------------------------------
@@ -410,9 +456,7 @@ async def max_rate(run: Run) -> Report:
     kinds = _kinds(run.opts, None)
     async with hookline(run, "max", kinds=kinds) as inst:
         target = _target(run, inst, kinds)
-        phase = await _measure(
-            run, "max", target, count, inst.children, _blaster(run, target, count)
-        )
+        phase = await _measure(run, "max", target, count, inst, _blaster(run, target, count))
     return _report(run, "max", phase)
 
 
@@ -429,7 +473,7 @@ async def steady(run: Run, rate: float | None = None) -> Report:
             async with loadgen.new_session(512) as session:
                 return await loadgen.paced(session, target, rate, opts.seconds, 512, progress)
 
-        phase = await _measure(run, f"steady {rate:g}/s", target, count, inst.children, drive)
+        phase = await _measure(run, f"steady {rate:g}/s", target, count, inst, drive)
     return _report(run, "steady", phase, notes=[f"offered rate {rate:g} messages/s"])
 
 
@@ -447,7 +491,7 @@ async def burst(run: Run) -> Report:
         workdir = opts.workdir / "burst"
 
         async def start_worker() -> float:
-            inst.children.append(processes.start_hookline("worker", workdir, inst.env))
+            inst.children.append(start_role(opts, "worker", workdir, inst.env))
             return time.time()
 
         phase = await _measure(
@@ -455,7 +499,7 @@ async def burst(run: Run) -> Report:
             "burst",
             target,
             count,
-            inst.children,
+            inst,
             _blaster(run, target, count),
             after_ingest=start_worker,
         )
@@ -475,9 +519,7 @@ async def _misbehaving(run: Run, scenario: str, bad: str, *, schedule: str) -> R
     kinds = _kinds(run.opts, bad)
     async with hookline(run, scenario, kinds=kinds, retry_schedule=schedule) as inst:
         target = _target(run, inst, kinds)
-        phase = await _measure(
-            run, scenario, target, count, inst.children, _blaster(run, target, count)
-        )
+        phase = await _measure(run, scenario, target, count, inst, _blaster(run, target, count))
     n_bad = sum(1 for k in kinds if k != "ok")
     note = (
         f"{n_bad} of {len(kinds)} endpoints {'hang' if bad == 'slow' else 'answer 500'}; "
@@ -495,7 +537,7 @@ async def rate_limited(run: Run) -> Report:
     async with hookline(run, "rate-limited", kinds=kinds, rate_limit=limit) as inst:
         target = _target(run, inst, kinds)
         phase = await _measure(
-            run, "rate-limited", target, count, inst.children, _blaster(run, target, count)
+            run, "rate-limited", target, count, inst, _blaster(run, target, count)
         )
         stats = await run.stats(endpoints=True)
         recorded = await _failed_attempts(run, inst)

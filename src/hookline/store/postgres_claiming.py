@@ -42,7 +42,7 @@ from hookline.models import (
     Trigger,
 )
 from hookline.store import postgres_rows as rows
-from hookline.store import queries
+from hookline.store import queries, sqlite_claiming  # admit: the same split of due rows
 
 Q = queries.load("postgres")
 Due = Any  # an asyncpg Record: msg_id, endpoint_id, attempts, lease, trigger, due_at
@@ -68,7 +68,7 @@ async def claim(c: Any, now: float, policy: ClaimPolicy, lease_seconds: float) -
         endpoints = await endpoints_by_id(c, {r[1] for r in due})
         healths.update(await lock_health(c, endpoints.values()))
         admission.learn(healths)
-        chosen, disabled, held_back = _admit(due, endpoints, admission)
+        chosen, disabled, held_back = sqlite_claiming.admit(list(due), endpoints, admission)
         if held_back and len(due) == policy.limit and admission.total < policy.limit:
             # something in the batch had to wait after all: look past it
             more = await _per_endpoint(
@@ -105,24 +105,6 @@ async def claim(c: Any, now: float, policy: ClaimPolicy, lease_seconds: float) -
         )
         for r in chosen
     ]
-
-
-def _admit(
-    due: Iterable[Due], endpoints: dict[str, Endpoint], admission: Admission
-) -> tuple[list[Due], list[Due], bool]:
-    """Split due rows into those that may go now and those of disabled endpoints."""
-    chosen: list[Due] = []
-    disabled: list[Due] = []
-    held_back = False
-    for row in due:
-        endpoint = endpoints[row[1]]
-        if endpoint.disabled:
-            disabled.append(row)
-        elif admission.admit(endpoint):
-            chosen.append(row)
-        else:
-            held_back = True
-    return chosen, disabled, held_back
 
 
 async def _per_endpoint(

@@ -23,6 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from hookline import api, delivery, egress, errors
+from hookline import metrics as metrics_
 from hookline import operational as operational_
 from hookline import store as store_
 from hookline.api import connection, http
@@ -54,6 +55,7 @@ class Hookline:
     tokens: TokenCache
     apps: AppCache
     backlog: Backlog
+    metrics: metrics_.Metrics | None  # None when metrics are off
     operational: operational_.OperationalWebhooks | None = None
 
     @classmethod
@@ -68,6 +70,11 @@ class Hookline:
             tokens=TokenCache(store, http.hash_token),
             apps=AppCache(store),
             backlog=Backlog(store, store.now, settings.max_backlog),
+            metrics=(
+                metrics_.Metrics(endpoint_labels=settings.metrics_endpoint_labels)
+                if settings.metrics
+                else None
+            ),
         )
 
     @property
@@ -88,6 +95,8 @@ class Hookline:
             on_endpoint_change=(
                 None if self.operational is None else self.operational.endpoint_changed
             ),
+            metrics=self.metrics,
+            payload_retention_days=self.settings.payload_retention_days,
         )
 
     def worker(self, session: aiohttp.ClientSession) -> Worker:
@@ -98,6 +107,7 @@ class Hookline:
             egress_policy=self.egress_policy,
             wakeup=self.wakeup,
             on_outcomes=None if self.operational is None else self.operational.after_outcomes,
+            metrics=self.metrics,
         )
 
 

@@ -135,6 +135,11 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     # not at ``created_at``. None, or a time not after ``created_at``: at once.
     deliver_at: float | None = None
     created_at: float
+    # When the payload (and the response bodies of its attempts) may be deleted: creation plus
+    # ``payloadRetentionPeriod`` days, or the ``payload_retention_days`` setting.
+    expires_at: float | None = None
+    # W3C ``traceparent`` of the ingest span when tracing is on, so that delivery spans link to it
+    trace_context: str | None = None
 
     @property
     def first_due_at(self) -> float:

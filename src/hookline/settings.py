@@ -21,6 +21,8 @@ DEFAULT_DATABASE_URL = "sqlite:///./.hookline/hookline.db"
 DEFAULT_LISTEN = "127.0.0.1:8071"
 KIB = 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# "auto": a readable console on a TTY, JSON lines otherwise (a pipe, a file, the journal)
+LOG_FORMATS = ("auto", "json", "console")
 # PostgreSQL connections a process opens at most, by what it runs: the API's concurrent requests
 # (group commit keeps ingest to a few transactions at a time), a worker's claims and outcome
 # batches, and the short commands (migrate, token). A worker also holds one LISTEN connection.
@@ -38,6 +40,15 @@ class Settings:
     allowed_subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_payload_bytes: int = 512 * KIB
     log_level: str = "info"
+    log_format: str = "auto"  # auto | json | console
+    access_log: bool = True  # one log event per API request
+    metrics: bool = True  # Prometheus metrics: GET /metrics on the API, METRICS_LISTEN on workers
+    metrics_listen: str | None = None  # host:port where ``hookline worker`` serves /metrics
+    # per-endpoint labels on delivery metrics: one series per endpoint, so off by default
+    metrics_endpoint_labels: bool = False
+    # /health/ready answers 503 while the oldest due delivery has waited longer (seconds)
+    ready_max_backlog_age: float = 300.0
+    payload_retention_days: int = 90  # payloads and response bodies are deleted after this
     worker_concurrency: int = 512  # deliveries in flight per worker process
     endpoint_concurrency: int = 16  # deliveries in flight per endpoint per worker process
     circuit_failures: int = circuit.DEFAULT_FAILURES  # consecutive failures that open it
@@ -71,6 +82,16 @@ def parse_listen(value: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8071)")
     return value
+
+
+def parse_bool(value: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off, any case)."""
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true or false)")
 
 
 def parse_database_url(value: str) -> str:
@@ -125,6 +146,12 @@ _PARSERS: dict[str, Any] = {
     "max_backlog": int,
     "shutdown_grace": float,
     "database_pool_size": int,
+    "access_log": parse_bool,
+    "metrics": parse_bool,
+    "metrics_listen": parse_listen,
+    "metrics_endpoint_labels": parse_bool,
+    "ready_max_backlog_age": float,
+    "payload_retention_days": int,
 }
 
 
@@ -150,7 +177,10 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
             if parser is not None:
                 if isinstance(value, list):  # TOML arrays for schedules and subnets
                     value = ",".join(str(v) for v in value)
-                values[name] = parser(value) if isinstance(value, str) else parser(str(value))
+                if isinstance(value, bool) and parser is parse_bool:  # a TOML boolean
+                    values[name] = value
+                else:
+                    values[name] = parser(value if isinstance(value, str) else str(value))
             else:
                 values[name] = str(value)
         except ValueError as exc:
@@ -167,6 +197,8 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         "circuit_cooldown_max",
         "endpoint_disable_after",
         "max_backlog",
+        "ready_max_backlog_age",
+        "payload_retention_days",
     )
     for name in positive:
         if not getattr(settings, name) > 0:
@@ -181,5 +213,9 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ValueError(
             f"invalid log_level (HOOKLINE_LOG_LEVEL): use one of {', '.join(LOG_LEVELS)}"
+        )
+    if settings.log_format.lower() not in LOG_FORMATS:
+        raise ValueError(
+            f"invalid log_format (HOOKLINE_LOG_FORMAT): use one of {', '.join(LOG_FORMATS)}"
         )
     return settings

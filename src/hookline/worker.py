@@ -27,6 +27,7 @@ import aiohttp
 import structlog
 
 from hookline import circuit, delivery, egress, errors
+from hookline.metrics import Metrics
 from hookline.models import (
     Claim,
     ClaimPolicy,
@@ -70,6 +71,7 @@ class Worker:
         clock: Callable[[], float] | None = None,
         rand: Callable[[], float] = random.random,
         on_outcomes: OutcomeHook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._session = session
@@ -79,6 +81,7 @@ class Worker:
         self._clock = clock or store.now
         self._rand = rand
         self._on_outcomes = on_outcomes
+        self._metrics = metrics
         self._circuit = circuit.CircuitPolicy(
             failures=settings.circuit_failures,
             cooldown=settings.circuit_cooldown,

@@ -17,6 +17,7 @@ from hookline.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from hookline.api.backlog import Backlog
+    from hookline.metrics import Metrics
     from hookline.models import Application, Endpoint
 
 # Called after an endpoint was created, updated or deleted (operational webhooks).
@@ -34,3 +35,5 @@ class Services:
     max_payload_bytes: int
     backlog: Backlog | None = None  # None: message creation is never refused for backlog
     on_endpoint_change: EndpointHook | None = None
+    metrics: Metrics | None = None  # None: metrics are off (``Settings.metrics``)
+    payload_retention_days: int = 90  # the default ``payloadRetentionPeriod`` of a message

@@ -175,6 +175,8 @@ async def _write_one(c: Any, write: _Write, routes: dict[str, Routes | None]) ->
         m.deliver_at,
         m.first_due_at,
         targets,
+        m.expires_at,
+        m.trace_context,
     )
     if not inserted:
         raise errors.Conflict(f"A message with eventId {m.event_id!r} already exists")

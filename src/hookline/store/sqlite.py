@@ -330,6 +330,8 @@ class SqliteStore:
                         m.created_at,
                         tags,
                         m.deliver_at,
+                        m.expires_at,
+                        m.trace_context,
                     ),
                 )
             except sqlite3.IntegrityError as exc:

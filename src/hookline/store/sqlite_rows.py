@@ -38,7 +38,8 @@ EVENT_TYPE_COLUMNS = (
     "org_id, name, description, archived, deprecated, feature_flag, schemas, created_at, updated_at"
 )
 MESSAGE_COLUMNS = (
-    "id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at"
+    "id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at, "
+    "expires_at, trace_context"
 )
 HEALTH_COLUMNS = (
     "endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing, "
@@ -159,6 +160,8 @@ def message(r: tuple[Any, ...]) -> Message:
         created_at=r[6],
         tags=None if r[7] is None else str_tuple.decode(r[7]),
         deliver_at=r[8],
+        expires_at=r[9],
+        trace_context=r[10],
     )
 
 

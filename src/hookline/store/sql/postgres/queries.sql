@@ -138,8 +138,8 @@ GROUP BY status
 -- name: message_insert
 WITH m AS (
     INSERT INTO messages (id, app_id, event_type, event_id, channels, payload, created_at, tags,
-        deliver_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        deliver_at, expires_at, trace_context)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $13)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), d AS (
@@ -152,7 +152,8 @@ WITH m AS (
 SELECT (SELECT count(*) FROM m) AS inserted, (SELECT count(*) FROM d) AS tasks
 
 -- name: message_get
-SELECT id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at
+SELECT id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at,
+    expires_at, trace_context
 FROM messages WHERE app_id = $1 AND (id = $2 OR event_id = $2)
 ORDER BY (id = $2) DESC LIMIT 1
 

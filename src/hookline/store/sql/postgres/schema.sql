@@ -72,7 +72,9 @@ CREATE TABLE messages (
     payload     bytea NOT NULL,    -- the exact JSON bytes delivered
     created_at  double precision NOT NULL,
     tags        text,              -- JSON array or NULL
-    deliver_at  double precision   -- Svix's deliverAt; only the first due_at derives from it
+    deliver_at  double precision,  -- Svix's deliverAt; only the first due_at derives from it
+    expires_at  double precision,  -- when the payload and response bodies are deleted
+    trace_context text             -- W3C traceparent of the ingest span, when tracing is on
 );
 CREATE INDEX messages_app ON messages (app_id, id);
 CREATE UNIQUE INDEX messages_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;

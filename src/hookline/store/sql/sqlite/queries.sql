@@ -105,14 +105,15 @@ GROUP BY status
 
 -- name: message_insert
 INSERT INTO messages (id, app_id, event_type, event_id, channels, payload, created_at, tags,
-    deliver_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    deliver_at, expires_at, trace_context)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: message_event_id_exists
 SELECT 1 FROM messages WHERE app_id = ? AND event_id = ?
 
 -- name: message_get
-SELECT id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at
+SELECT id, app_id, event_type, event_id, channels, payload, created_at, tags, deliver_at,
+    expires_at, trace_context
 FROM messages WHERE app_id = ? AND (id = ? OR event_id = ?)
 ORDER BY id = ? DESC LIMIT 1
 

@@ -1,4 +1,4 @@
--- hookline SQLite schema: what migrations/0001..0006 build from zero.
+-- hookline SQLite schema: what migrations/0001..0007 build from zero.
 -- Generated from a migrated database; do not edit. Change the schema with a new
 -- numbered file in migrations/, then regenerate this one:
 --     .venv/bin/python -m tests.support.schema_files sqlite
@@ -69,15 +69,17 @@ CREATE TABLE endpoints (
 CREATE INDEX endpoints_app ON endpoints (app_id, id);
 
 CREATE TABLE messages (
-    id          TEXT PRIMARY KEY,
-    app_id      TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
-    event_type  TEXT NOT NULL,
-    event_id    TEXT,
-    channels    TEXT,
-    payload     BLOB NOT NULL,
-    created_at  REAL NOT NULL,
-    tags        TEXT,
-    deliver_at  REAL
+    id             TEXT PRIMARY KEY,
+    app_id         TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+    event_type     TEXT NOT NULL,
+    event_id       TEXT,
+    channels       TEXT,
+    payload        BLOB NOT NULL,
+    created_at     REAL NOT NULL,
+    tags           TEXT,
+    deliver_at     REAL,
+    expires_at     REAL,
+    trace_context  TEXT
 );
 
 CREATE INDEX messages_app ON messages (app_id, id);
@@ -143,4 +145,4 @@ CREATE TABLE endpoint_health (
     tokens_at      REAL
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;

@@ -26,6 +26,7 @@ from hookline import api, delivery, egress, errors
 from hookline import metrics as metrics_
 from hookline import operational as operational_
 from hookline import store as store_
+from hookline import tracing as tracing_
 from hookline.api import connection, http
 from hookline.api.backlog import Backlog
 from hookline.api.services import Services
@@ -41,6 +42,7 @@ DEFAULT_ORG = "default"
 ADMIN_TOKEN_NAME = "admin"  # noqa: S105  (a token label, not a secret)
 FIRST_TOKEN_NAME = "first"  # noqa: S105  (a token label, not a secret)
 PURGE_INTERVAL_SECONDS = 3600.0  # how often expired idempotency answers are deleted
+TRACED_ROLES = ("api", "worker", "serve")  # commands (migrate, token ...) make no spans
 
 log = structlog.get_logger("hookline")
 
@@ -57,6 +59,7 @@ class Hookline:
     backlog: Backlog
     metrics: metrics_.Metrics | None  # None when metrics are off
     operational: operational_.OperationalWebhooks | None = None
+    tracing: tracing_.Tracing | None = None  # None when OTEL_* ask for no traces
 
     @classmethod
     def build(cls, settings: Settings, role: str = "command") -> Hookline:
@@ -75,6 +78,7 @@ class Hookline:
                 if settings.metrics
                 else None
             ),
+            tracing=tracing_.configure(os.environ) if role in TRACED_ROLES else None,
         )
 
     @property
@@ -97,6 +101,7 @@ class Hookline:
             ),
             metrics=self.metrics,
             payload_retention_days=self.settings.payload_retention_days,
+            tracing=self.tracing,
         )
 
     def worker(self, session: aiohttp.ClientSession) -> Worker:
@@ -108,6 +113,7 @@ class Hookline:
             wakeup=self.wakeup,
             on_outcomes=None if self.operational is None else self.operational.after_outcomes,
             metrics=self.metrics,
+            tracing=self.tracing,
         )
 
 
@@ -138,6 +144,8 @@ async def opened(settings: Settings, role: str = "command") -> AsyncIterator[Hoo
     finally:
         await hl.tokens.drain()  # last-use times queued by API requests
         await hl.store.close()
+        if hl.tracing is not None:
+            hl.tracing.shutdown()  # the spans still buffered; nothing else runs by now
 
 
 def _database_unusable(settings: Settings, exc: BaseException | None = None) -> SystemExit:

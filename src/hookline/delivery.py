@@ -45,9 +45,11 @@ class Response:
     error: str | None = None
 
 
-def prepare(claim: Claim, now: float) -> Request:
+def prepare(claim: Claim, now: float, trace: Mapping[str, str] | None = None) -> Request:
     """Build the signed request: Standard Webhooks headers, Svix aliases, custom headers.
 
+    ``trace`` (``traceparent`` and the like, when tracing is on) is sent too, over a custom
+    header of the same name; the signature covers the body, id and timestamp, not headers.
     Raises ``Unpreparable`` when a stored signing secret cannot be decoded.
     """
     msg, endpoint = claim.message, claim.endpoint
@@ -71,6 +73,8 @@ def prepare(claim: Claim, now: float) -> Request:
         "svix-timestamp": stamp,
         "svix-signature": signature,
     }
+    if trace is not None:
+        headers.update(trace)
     return Request(url=endpoint.url, headers=headers, body=msg.payload)
 
 

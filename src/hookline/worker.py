@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
@@ -39,6 +40,7 @@ from hookline.models import (
 )
 from hookline.settings import Settings
 from hookline.store.base import Store
+from hookline.tracing import Tracing
 from hookline.wakeup import Wakeup
 
 CLAIM_BATCH = 256  # tasks per claim transaction
@@ -72,6 +74,7 @@ class Worker:
         rand: Callable[[], float] = random.random,
         on_outcomes: OutcomeHook | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._store = store
         self._session = session
@@ -82,13 +85,14 @@ class Worker:
         self._rand = rand
         self._on_outcomes = on_outcomes
         self._metrics = metrics
+        self._tracing = tracing
         self._circuit = circuit.CircuitPolicy(
             failures=settings.circuit_failures,
             cooldown=settings.circuit_cooldown,
             cooldown_max=settings.circuit_cooldown_max,
             disable_after=settings.endpoint_disable_after,
         )
-        self._inflight: dict[asyncio.Task[None], Claim] = {}
+        self._inflight: dict[asyncio.Task[Completion | None], Claim] = {}
         self._per_endpoint: dict[str, int] = {}  # endpoint id -> deliveries in flight
         self._room = asyncio.Event()  # set when enough deliveries finished to claim a batch
         # Claim again only once a worthwhile batch fits: refilling one slot at a time would cost
@@ -114,7 +118,7 @@ class Worker:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[Completion | None]) -> None:
         claim = self._inflight.pop(task, None)
         if claim is not None:
             endpoint_id = claim.endpoint.id
@@ -236,10 +240,20 @@ class Worker:
                 continue
             timeout = IDLE_POLL_SECONDS if due is None else min(IDLE_POLL_SECONDS, due - now)
 
-    async def _deliver(self, claim: Claim, lease_ends: float) -> None:
+    async def _deliver(
+        self, claim: Claim, lease_ends: float, trace: Mapping[str, str] | None = None
+    ) -> Completion | None:
+        """Deliver one claim; returns the outcome it queued (None: none, the lease runs out).
+
+        With tracing on it runs again inside the attempt's span, ``trace`` being the span's
+        headers for the receiver (``hookline.tracing``).
+        """
+        if self._tracing is not None and trace is None:
+            deliver = functools.partial(self._deliver, claim, lease_ends)
+            return await self._tracing.attempt(claim, deliver)
         settings = self._settings
         try:
-            request = delivery.prepare(claim, self._clock())
+            request = delivery.prepare(claim, self._clock(), trace)
         except Exception as exc:
             # Retried every lease period forever, with nothing recorded, if let through: record
             # a failed attempt instead, so the task follows the schedule and ends.
@@ -254,7 +268,7 @@ class Worker:
                 endpoint_id=claim.endpoint.id,
                 error=problem,
             )
-            self._record(
+            return self._record(
                 delivery.not_sent(
                     claim,
                     problem,
@@ -264,7 +278,6 @@ class Worker:
                 ),
                 lease_ends,
             )
-            return
         try:
             response = await delivery.send(
                 self._session,
@@ -286,7 +299,7 @@ class Worker:
         except Exception:
             # The lease will run out and the task be claimed again: at-least-once, never lost.
             log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
-            return
+            return None
         self._record(done, lease_ends)
         if self._debug:
             a = done.attempt
@@ -299,9 +312,10 @@ class Worker:
                 next_status=MessageStatus(done.next_status).text,
                 duration_ms=a.duration_ms,
             )
+        return done
 
-    def _record(self, done: Completion, lease_ends: float) -> None:
-        """Queue an outcome; one writer task commits whatever queued up, in one call.
+    def _record(self, done: Completion, lease_ends: float) -> Completion:
+        """Queue an outcome (returned); one writer task commits whatever queued up, in one call.
 
         One store call per delivery cost more than the delivery itself at high rates. An
         outcome not yet committed when the process dies is simply delivered again once its
@@ -312,6 +326,7 @@ class Worker:
         self._completed.append((done, lease_ends))
         if self._recorder is None:
             self._recorder = asyncio.create_task(self._flush_completed())
+        return done
 
     async def _flush_completed(self) -> None:
         try:

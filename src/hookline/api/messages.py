@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 from starlette.responses import Response
@@ -15,6 +17,9 @@ from hookline.api.http import Call, route
 from hookline.api.schemas import ApplicationIn, MessageIn, MessageOut
 from hookline.models import Application, Message
 from hookline.store.base import MessageFilter
+
+if TYPE_CHECKING:
+    from hookline.tracing import IngestSpan
 
 TAG = "Message"
 # How far ahead ``deliverAt`` may be: Svix documents "no more than 24 hours in the future".
@@ -52,13 +57,18 @@ def with_content(call: Call) -> bool:
     query=("with_content",),
     tag=TAG,
 )
-async def create_message(call: Call, body: MessageIn) -> object:
+async def create_message(call: Call, body: MessageIn, span: IngestSpan | None = None) -> object:
     """Send a message: answered 202 once it and its delivery tasks are committed.
 
     With ``application``, an app named by the path's ``app_id`` (as its uid) is created first
     when there is none: a commit of its own, so a message refused after that leaves the app in
     place, as if it had been created with ``POST /app``.
+
+    With tracing on this runs again inside the ingest span, ``span`` (``hookline.tracing``).
     """
+    if call.api.tracing is not None and span is None:
+        traced = functools.partial(create_message, call, body)
+        return await call.api.tracing.ingest(call.request.headers, traced)
     if call.api.backlog is not None:
         call.api.backlog.check()
     payload = bytes(body.payload)
@@ -87,6 +97,8 @@ async def create_message(call: Call, body: MessageIn) -> object:
         payload=payload,
         created_at=now,
     )
+    if span is not None:
+        msg = span.stamp(msg)  # its traceparent, which the delivery attempts' spans link to
     encoded = _encoder.encode(out(msg, with_content(call)))
     pending = idempotency.current.get()
     write = pending.write(202, encoded) if pending is not None else None

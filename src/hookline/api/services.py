@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hookline.api.backlog import Backlog
     from hookline.metrics import Metrics
     from hookline.models import Application, Endpoint
+    from hookline.tracing import Tracing
 
 # Called after an endpoint was created, updated or deleted (operational webhooks).
 EndpointHook = Callable[[str, "Application", "Endpoint"], Awaitable[None]]
@@ -37,3 +38,4 @@ class Services:
     on_endpoint_change: EndpointHook | None = None
     metrics: Metrics | None = None  # None: metrics are off (``Settings.metrics``)
     payload_retention_days: int = 90  # the default ``payloadRetentionPeriod`` of a message
+    tracing: Tracing | None = None  # None: traces are off (``hookline.tracing``)

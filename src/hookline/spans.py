@@ -204,13 +204,16 @@ def _links(trace_context: str | None) -> list[Link] | None:
 
 @functools.lru_cache(maxsize=4096)  # endpoint URLs repeat on every attempt
 def _url_attributes(url: str) -> Mapping[str, str | int]:
-    """``url.full`` as scheme, host, port and path: query, fragment, userinfo may hold secrets."""
+    """Scheme, host and port, never ``url.full``: userinfo, query and even the path may be secret.
+
+    Slack- and Discord-style webhook URLs carry their token in the path; the endpoint id on the
+    span names the endpoint for anyone allowed to read its URL.
+    """
     try:
         parsed = yarl.URL(url)
-        safe = str(parsed.with_user(None).with_query(None).with_fragment(None))
     except (ValueError, TypeError):
         return {}
-    attributes: dict[str, str | int] = {"url.full": safe}
+    attributes: dict[str, str | int] = {"url.scheme": parsed.scheme}
     if parsed.host:
         attributes["server.address"] = parsed.host
     if parsed.port is not None:

@@ -23,6 +23,9 @@ TAG = "Message"
 MAX_DELIVER_AHEAD_SECONDS = 24 * 3600
 _UID = re.compile(schemas.NAME_PATTERN)
 EMPTY = msgspec.Raw(b"{}")
+# What Svix's server shows for a message whose payload expired (MessageOut, with_content)
+EXPIRED = msgspec.Raw(b'{"expired":true}')
+DAY_SECONDS = 86400.0
 _encoder = msgspec.json.Encoder()
 
 
@@ -33,10 +36,15 @@ def out(msg: Message, with_content: bool = True) -> MessageOut:
         event_id=msg.event_id,
         channels=list(msg.channels) if msg.channels is not None else None,
         timestamp=http.iso(msg.created_at),
-        payload=msgspec.Raw(msg.payload) if with_content else EMPTY,
+        payload=_content(msg) if with_content else EMPTY,
         tags=list(msg.tags) if msg.tags is not None else None,
         deliver_at=http.iso(msg.deliver_at) if msg.deliver_at is not None else None,
     )
+
+
+def _content(msg: Message) -> msgspec.Raw:
+    """The payload as delivered, or Svix's marker once it expired (``EXPIRED_PAYLOAD``)."""
+    return msgspec.Raw(msg.payload) if msg.payload else EXPIRED
 
 
 def with_content(call: Call) -> bool:
@@ -70,6 +78,9 @@ async def create_message(call: Call, body: MessageIn) -> object:
         raise errors.ValidationFailed(
             ["body", "deliverAt"], "deliverAt must be no more than 24 hours in the future"
         )
+    # the message's own period (Svix's 5..90 days), else the setting (any fraction of a day)
+    period = body.payload_retention_period
+    days = call.api.payload_retention_days if period is None else float(period)
     ref = call.path("app_id")
     app = await call.api.apps.lookup(call.org_id, ref)
     if app is None:
@@ -86,6 +97,7 @@ async def create_message(call: Call, body: MessageIn) -> object:
         deliver_at=deliver_at,
         payload=payload,
         created_at=now,
+        expires_at=now + DAY_SECONDS * days,
     )
     encoded = _encoder.encode(out(msg, with_content(call)))
     pending = idempotency.current.get()

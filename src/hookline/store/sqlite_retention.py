@@ -2,17 +2,19 @@
 
 Each function here is one operation of the writer (``SqliteStore`` runs it with ``bulk=True``,
 on the writer thread): it reads at most ``limit`` candidates from an index and changes at most
-those, so a batch holds the one write lock for a bounded time (a few milliseconds per hundred
-messages) and the ingest and claims queued behind it wait that long at most. The pauses
-between batches are the caller's (``retention.Cleaner``, ``hookline prune``).
+those, so a batch holds the one write lock for a bounded time (measured: 33 ms to prune a
+batch of 1,000 delivered messages) and the ingest and claims queued behind it wait that long at
+most. The pauses between batches are the caller's (``retention.Cleaner``, ``hookline prune``).
 
 Why the candidates are read inside the write transaction and not on a reader first: the checks
 that decide (no delivery pending or being sent) must be true when the change commits, and a
 bounded index range costs the writer less than the second round trip would.
 
-Freed pages go to SQLite's freelist (``auto_vacuum`` stays NONE) and later inserts reuse them,
-so under steady traffic the file stops growing once retention deletes as much as comes in; it
-never shrinks by itself (``VACUUM`` does that, offline). See docs/retention.md.
+Pages that pruning empties go to SQLite's freelist (``auto_vacuum`` stays NONE) and later
+inserts reuse them, so under steady traffic the file stops growing once pruning deletes as much
+as comes in; it never shrinks by itself (``VACUUM`` does that, offline). Emptying a payload small
+enough to live inside its row's page frees space only inside that page, which appended rows
+never reuse (measured in docs/retention.md).
 """
 
 from __future__ import annotations

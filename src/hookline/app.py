@@ -22,7 +22,7 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from hookline import api, delivery, egress, errors
+from hookline import api, delivery, egress, errors, retention
 from hookline import metrics as metrics_
 from hookline import operational as operational_
 from hookline import store as store_
@@ -326,6 +326,10 @@ async def run(
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
         tasks.append(asyncio.create_task(hl.worker(session).run(stop), name="worker"))
+        # beside the worker, so an API process keeps its event loop for requests; several
+        # worker processes share the work (each batch rechecks, PostgreSQL skips locked rows)
+        cleaner = retention.Cleaner.from_settings(hl.store, hl.settings)
+        tasks.append(asyncio.create_task(cleaner.run(stop), name="retention"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
     stopping = asyncio.create_task(stop.wait())
     try:

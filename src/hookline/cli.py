@@ -1,10 +1,15 @@
-"""The ``hookline`` command: serve | api | worker | migrate | token create|list|revoke | bench."""
+"""The ``hookline`` command: serve | api | worker | migrate | token create|list|revoke | bench |
+prune."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
+import math
+import os
+import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -14,7 +19,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from hookline import app, cache, errors, operational, settings, supervisor
+from hookline import app, cache, errors, operational, retention, settings, supervisor
 from hookline.bench import report as bench_report
 from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
 from hookline.store import base as store_base
@@ -415,3 +420,114 @@ def bench(names: tuple[str, ...], output: Path | None, progress: bool, **options
     path = output or Path("bench-results") / f"{'-'.join(order)}.json"
     bench_report.write(path, result)
     console.print(f"results written to {path}")
+
+
+def _days(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter("must be a number of days, 0 or more (0.5 is 12 hours)")
+    return value
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "days",
+    type=float,
+    required=True,
+    callback=_days,
+    metavar="DAYS",
+    help="Delete messages created more than DAYS ago (fractions allowed: 0.5 is 12 hours).",
+)
+@click.option(
+    "--include-pending",
+    is_flag=True,
+    help="Also delete messages whose deliveries still wait for an attempt or a retry "
+    "(never one being sent at this moment).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=retention.BATCH_SIZE,
+    show_default=True,
+    help="Messages deleted per transaction.",
+)
+@click.option("--progress/--no-progress", default=True, help="A progress bar on stderr.")
+@click.pass_obj
+def prune(
+    s: settings.Settings, days: float, include_pending: bool, batch_size: int, progress: bool
+) -> None:
+    """Delete old messages with their deliveries and attempts, in batches.
+
+    Runs beside a running hookline. Each batch is one transaction, so Ctrl-C (or SIGTERM)
+    stops after the batch in hand with nothing half-deleted; a second Ctrl-C stops at once
+    (the batch in hand is rolled back). Messages with deliveries still pending or being sent
+    are kept unless --include-pending.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+
+    async def main_() -> tuple[retention.Totals, int, float]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                console.print("hookline prune: stopped at once; the batch in hand is rolled back")
+                os._exit(130)
+            console.print("hookline prune: stopping after the batch in hand (again: at once)")
+            stop.set()
+
+        async def nap(seconds: float) -> bool:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+            return stop.is_set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        async with app.opened(s) as hl:
+            before = hl.store.now() - days * retention.DAY_SECONDS
+            total = await hl.store.count_messages_before(before)
+            columns = (TextColumn("pruning"), BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, console=console, disable=not progress) as bar:
+                task = bar.add_task("prune", total=total)
+                totals = await retention.prune(
+                    hl.store,
+                    before,
+                    include_pending=include_pending,
+                    batch_size=batch_size,
+                    nap=nap,
+                    on_batch=lambda b: bar.advance(task, b.deleted + b.skipped),
+                )
+        return totals, total, before
+
+    totals, total, before = _run(main_)
+    cut = _when(before)
+    if totals.interrupted:
+        click.echo(
+            f"interrupted after {totals.batches} batches: deleted {totals.done} of the {total} "
+            f"messages created before {cut}; each batch is its own transaction, so nothing is "
+            "half-deleted: run the same command again to go on",
+            err=True,
+        )
+        sys.exit(130)
+    click.echo(
+        f"deleted {totals.done} messages created before {cut}, with their deliveries and "
+        f"attempts ({totals.batches} {'batch' if totals.batches == 1 else 'batches'})",
+        err=True,
+    )
+    if totals.skipped:
+        why = (
+            "being sent right now; run again once they are done"
+            if include_pending
+            else "with deliveries still pending or being sent; --include-pending deletes "
+            "the pending ones too"
+        )
+        click.echo(f"kept {totals.skipped} {why}", err=True)
+    if s.database_url.startswith("sqlite:") and totals.done:
+        click.echo(
+            "the database file keeps its size: SQLite reuses the freed pages for new rows "
+            "(VACUUM, with hookline stopped, gives the space back to the disk)",
+            err=True,
+        )

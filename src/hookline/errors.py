@@ -9,6 +9,7 @@
     ├── ClientGone          400  client_disconnected (nobody reads it)
     ├── Unauthorized        401  authentication_failed
     ├── BadRequest          400  bad_request
+    │   └── PayloadMissing  400  missing_payload (resending a message whose payload expired)
     └── RetryLater                               (retry_after seconds → a Retry-After header)
         ├── Unavailable     503  unavailable     (the store cannot accept writes right now)
         └── TooManyRequests 429  too_many_requests
@@ -40,6 +41,20 @@ class HooklineError(Exception):
 
 class BadRequest(HooklineError):
     pass
+
+
+class PayloadMissing(BadRequest):
+    """The message's payload is gone (its retention period ended), so it cannot be sent again.
+
+    Svix's server answers a resend of such a message with this status, code and detail.
+    """
+
+    code = "missing_payload"
+
+    def __init__(
+        self, detail: Any = "Unable to resend message. Payload is missing (probably expired)."
+    ) -> None:
+        super().__init__(detail)
 
 
 class NotFound(HooklineError):

@@ -7,6 +7,7 @@ setting names in lower case (``database_url = "..."``); see ``config.example.tom
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 import urllib.parse
@@ -48,7 +49,14 @@ class Settings:
     metrics_endpoint_labels: bool = False
     # /health/ready answers 503 while the oldest due delivery has waited longer (seconds)
     ready_max_backlog_age: float = 300.0
-    payload_retention_days: int = 90  # payloads and response bodies are deleted after this
+    # Payloads and response bodies are deleted this long after creation (fractions allowed), unless
+    # a message sets its own payloadRetentionPeriod. A payload whose deliveries are still pending
+    # or being sent is kept until they end (docs/retention.md).
+    payload_retention_days: float = 90.0
+    # Whole messages (deliveries and attempts too) are deleted this long after creation, as
+    # ``hookline prune --older-than`` does; unset: kept until pruned or their app is deleted.
+    message_retention_days: float | None = None
+    retention_interval: float = 60.0  # seconds between the cleaner's passes
     worker_concurrency: int = 512  # deliveries in flight per worker process
     endpoint_concurrency: int = 16  # deliveries in flight per endpoint per worker process
     circuit_failures: int = circuit.DEFAULT_FAILURES  # consecutive failures that open it
@@ -92,6 +100,14 @@ def parse_bool(value: str) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{value!r} is not a boolean (true or false)")
+
+
+def parse_finite(value: str) -> float:
+    """A finite number (``inf`` and ``nan`` are refused: they make no period or interval)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def parse_database_url(value: str) -> str:
@@ -151,7 +167,9 @@ _PARSERS: dict[str, Any] = {
     "metrics_listen": parse_listen,
     "metrics_endpoint_labels": parse_bool,
     "ready_max_backlog_age": float,
-    "payload_retention_days": int,
+    "payload_retention_days": parse_finite,
+    "message_retention_days": parse_finite,
+    "retention_interval": parse_finite,
 }
 
 
@@ -186,7 +204,7 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         except ValueError as exc:
             raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): {exc}") from exc
     settings = Settings(**values)
-    positive = (
+    positive: tuple[str, ...] = (
         "request_timeout",
         "request_read_timeout",
         "max_payload_bytes",
@@ -199,7 +217,10 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         "max_backlog",
         "ready_max_backlog_age",
         "payload_retention_days",
+        "retention_interval",
     )
+    if settings.message_retention_days is not None:
+        positive += ("message_retention_days",)
     for name in positive:
         if not getattr(settings, name) > 0:
             raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): must be > 0")

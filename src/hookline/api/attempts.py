@@ -141,12 +141,17 @@ async def list_message_destinations(call: Call) -> object:
     tag=TAG,
 )
 async def resend(call: Call) -> object:
-    """Send the message to the endpoint again now (a manual attempt, then the usual retries)."""
+    """Send the message to the endpoint again now (a manual attempt, then the usual retries).
+
+    A message whose payload expired cannot be: 400 ``missing_payload``, as Svix answers.
+    """
     app = await load_app(call)
     msg = await call.api.store.get_message(app.id, call.path("msg_id"))
     ep = await call.api.store.get_endpoint(app.id, call.path("endpoint_id"))
     if msg is None or ep is None:
         raise errors.NotFound()
+    if not msg.payload:  # expired; requeue checks again in its transaction (the cleaner races)
+        raise errors.PayloadMissing()
     await call.api.store.requeue(app.id, msg.id, ep.id, call.api.clock())
     call.api.wakeup.notify()
     # an empty JSON object, not an empty body: the svix SDK parses it as EmptyResponse

@@ -28,6 +28,9 @@ TAG = "Message"
 MAX_DELIVER_AHEAD_SECONDS = 24 * 3600
 _UID = re.compile(schemas.NAME_PATTERN)
 EMPTY = msgspec.Raw(b"{}")
+# What Svix's server shows for a message whose payload expired (MessageOut, with_content)
+EXPIRED = msgspec.Raw(b'{"expired":true}')
+DAY_SECONDS = 86400.0
 _encoder = msgspec.json.Encoder()
 
 
@@ -38,10 +41,15 @@ def out(msg: Message, with_content: bool = True) -> MessageOut:
         event_id=msg.event_id,
         channels=list(msg.channels) if msg.channels is not None else None,
         timestamp=http.iso(msg.created_at),
-        payload=msgspec.Raw(msg.payload) if with_content else EMPTY,
+        payload=_content(msg) if with_content else EMPTY,
         tags=list(msg.tags) if msg.tags is not None else None,
         deliver_at=http.iso(msg.deliver_at) if msg.deliver_at is not None else None,
     )
+
+
+def _content(msg: Message) -> msgspec.Raw:
+    """The payload as delivered, or Svix's marker once it expired (``EXPIRED_PAYLOAD``)."""
+    return msgspec.Raw(msg.payload) if msg.payload else EXPIRED
 
 
 def with_content(call: Call) -> bool:
@@ -80,6 +88,9 @@ async def create_message(call: Call, body: MessageIn, span: IngestSpan | None = 
         raise errors.ValidationFailed(
             ["body", "deliverAt"], "deliverAt must be no more than 24 hours in the future"
         )
+    # the message's own period (Svix's 5..90 days), else the setting (any fraction of a day)
+    period = body.payload_retention_period
+    days = call.api.payload_retention_days if period is None else float(period)
     ref = call.path("app_id")
     app = await call.api.apps.lookup(call.org_id, ref)
     if app is None:
@@ -96,6 +107,7 @@ async def create_message(call: Call, body: MessageIn, span: IngestSpan | None = 
         deliver_at=deliver_at,
         payload=payload,
         created_at=now,
+        expires_at=now + DAY_SECONDS * days,
     )
     if span is not None:
         msg = span.stamp(msg)  # its traceparent, which the delivery attempts' spans link to

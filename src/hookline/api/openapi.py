@@ -81,7 +81,8 @@ _RETRY_AFTER = {
     }
 }
 _ERRORS = {
-    400: "Malformed request body (not JSON text, invalid UTF-8, nested too deep)",
+    400: "Malformed request body (not JSON text, invalid UTF-8, nested too deep), or a resend "
+    "of a message whose payload expired (missing_payload)",
     401: "Missing or invalid token",
     404: "No such entity for this token",
     409: "Conflicts with an existing entity, or an idempotency key in use or reused",
@@ -160,7 +161,7 @@ def _responses(op: http.Operation, by_type: dict[Any, Any], has_path: bool) -> d
         responses[str(status)] = ok
     writes = op.method in ("POST", "PUT", "PATCH")
     statuses = [413, 503]
-    if op.body is not None:
+    if op.body is not None or op.name == "resend":  # resend: missing_payload (expired)
         statuses.append(400)
     if op.auth:
         statuses.append(401)

@@ -245,7 +245,9 @@ class MessageIn(_In):
     tags: Annotated[list[Tag], Meta(min_length=1, max_length=5)] | None = None
     deliver_at: Annotated[datetime, Meta(tz=True)] | None = None  # RFC 3339 with an offset
     application: ApplicationIn | None = None
-    payload_retention_period: int | None = None  # accepted and ignored (docs/architecture.md)
+    # Days the payload is kept (Svix's bounds and default; null: the payload_retention_days
+    # setting). Then it reads {"expired": true} and the message cannot be resent.
+    payload_retention_period: Annotated[int, Meta(ge=5, le=90)] | None = None
     payload_retention_hours: NotImplemented = None
     transformations_params: NotImplemented = None
     unsupported = (

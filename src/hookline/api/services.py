@@ -37,5 +37,5 @@ class Services:
     backlog: Backlog | None = None  # None: message creation is never refused for backlog
     on_endpoint_change: EndpointHook | None = None
     metrics: Metrics | None = None  # None: metrics are off (``Settings.metrics``)
-    payload_retention_days: int = 90  # the default ``payloadRetentionPeriod`` of a message
+    payload_retention_days: float = 90.0  # the default ``payloadRetentionPeriod`` of a message
     tracing: Tracing | None = None  # None: traces are off (``hookline.tracing``)

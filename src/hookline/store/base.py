@@ -1,8 +1,8 @@
 """The store Protocol: everything hookline persists, spoken in domain terms.
 
-Backends: ``memory`` (tests, throwaway runs) and ``sqlite`` (the embedded default); pick one
-with ``hookline.store.from_url``. Every backend passes the same contract suite in
-``tests/contract``.
+Backends: ``memory`` (tests, throwaway runs), ``sqlite`` (the embedded default) and
+``postgres``; pick one with ``hookline.store.from_url``. Every backend passes the same contract
+suite in ``tests/contract``.
 
 Rules every backend keeps (the claim contract is explained in docs/architecture.md):
 - ``create_message`` writes the message, one delivery task per matching endpoint and (when
@@ -14,6 +14,9 @@ Rules every backend keeps (the claim contract is explained in docs/architecture.
   whose lease expired cannot overwrite the work of the worker that took over.
 - Times (``now``, due times, leases) are read from ``Store.now``, the database's clock, by
   every process that shares the database.
+- Retention (``expire_payloads``, ``prune_messages``) works in bounded batches, one
+  transaction each, and never takes a payload or a message from under a delivery that is
+  still pending or being sent (see docs/retention.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from hookline import ids
 from hookline.circuit import CircuitPolicy
 from hookline.models import (
     Application,
@@ -104,6 +108,40 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     org_name: str
     created_at: float
     last_used_at: float | None = None
+
+
+# An expired payload is an empty one: the row stays (Svix lists the message, its payload reading
+# ``{"expired":true}``), and no payload taken by the API is empty, since it must be a JSON object.
+EXPIRED_PAYLOAD = b""
+# What an attempt's response body reads once its message's payload expired: the marker Svix's
+# server writes when an attempt's content is expunged.
+EXPUNGED_RESPONSE = "EXPUNGED"
+# Pruning walks messages in id order and stops at the id of ``before`` plus this: an id carries
+# the clock of the API host that made it, ``created_at`` the store's, and the two may disagree by
+# the hosts' clock skew. A message whose id runs further ahead is pruned by a later run.
+ID_CLOCK_SLACK_SECONDS = 60.0
+
+
+class ExpiryBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What one ``expire_payloads`` batch did; go on with ``after=cursor`` unless it is None."""
+
+    expired: int = 0  # payloads deleted (with their attempts' response bodies)
+    skipped: int = 0  # past their time, but a delivery is still pending or sending
+    cursor: float | None = None  # the last expires_at looked at; None: nothing more is due
+
+
+class PruneBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What one ``prune_messages`` batch did; go on with ``after=cursor`` unless it is None."""
+
+    deleted: int = 0  # messages deleted, with their deliveries and attempts
+    skipped: int = 0  # old enough, but kept for a delivery still pending or sending
+    cursor: str | None = None  # the last message id looked at; None: nothing more to look at
+
+
+def message_id_floor(at: float) -> str:
+    """The smallest message id made at ``at`` (epoch seconds): ids sort by creation time."""
+    millis = max(0, int(at * 1000))
+    return f"{ids.MESSAGE}_{ids.base32_of(millis.to_bytes(6, 'big') + bytes(10))}"
 
 
 KEY_TAKEN_OVER = (
@@ -246,10 +284,23 @@ class Store(Protocol):
         ...
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None: ...
-    async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None: ...
+    async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
+        """Queue the message for the endpoint again now (a manual attempt, a fresh budget).
+
+        ``errors.NotFound`` when either is not in the app; ``errors.PayloadMissing`` when the
+        payload expired (checked in the same transaction, so a concurrent expiry cannot leave
+        a delivery with nothing to send).
+        """
+        ...
+
     async def recover(
         self, app_id: str, endpoint_id: str, since: float, until: float | None, now: float
-    ) -> int: ...
+    ) -> int:
+        """Queue again the endpoint's failed deliveries of messages created in [since, until).
+
+        Messages whose payload expired are left failed; returns how many were queued.
+        """
+        ...
 
     # attempts and per-endpoint status ----------------------------------------------------------
     async def list_attempts(self, app_id: str, flt: AttemptFilter, page: Page) -> list[Attempt]: ...
@@ -277,3 +328,40 @@ class Store(Protocol):
         ...
 
     async def purge_expired(self, now: float) -> int: ...
+
+    # retention ---------------------------------------------------------------------------------
+    async def expire_payloads(
+        self, now: float, default_seconds: float, limit: int, after: float | None = None
+    ) -> ExpiryBatch:
+        """Delete the payloads of messages whose ``expires_at`` is at or before ``now``.
+
+        Looks at up to ``limit`` such messages in ``expires_at`` order (after ``after``), in one
+        transaction: a message none of whose deliveries is pending or sending gets
+        ``EXPIRED_PAYLOAD`` and its attempts' response bodies ``EXPUNGED_RESPONSE``; the others
+        are skipped and looked at again by a later pass, once their deliveries have ended. A
+        message written without ``expires_at`` first gets ``created_at + default_seconds``.
+        """
+        ...
+
+    async def prune_messages(
+        self,
+        before: float,
+        now: float,
+        limit: int,
+        *,
+        include_pending: bool = False,
+        after: str | None = None,
+    ) -> PruneBatch:
+        """Delete up to ``limit`` messages created before ``before``, oldest id first.
+
+        One transaction: the messages, their deliveries and their attempts. A message with a
+        delivery still pending or being sent is skipped; with ``include_pending`` only one
+        whose delivery is being sent under a lease still running at ``now`` is (that worker
+        would record an attempt for a message that is gone). Ids (after ``after``) are walked
+        up to ``before`` plus ``ID_CLOCK_SLACK_SECONDS``.
+        """
+        ...
+
+    async def count_messages_before(self, before: float) -> int:
+        """How many messages were created before ``before`` (what a prune looks at)."""
+        ...

@@ -44,12 +44,18 @@ from hookline.models import (
     Trigger,
 )
 from hookline.store.base import (
+    EXPIRED_PAYLOAD,
+    EXPUNGED_RESPONSE,
+    ID_CLOCK_SLACK_SECONDS,
     KEY_TAKEN_OVER,
     AttemptFilter,
+    ExpiryBatch,
     IdempotencyState,
     IdempotentWrite,
     MessageFilter,
+    PruneBatch,
     TokenInfo,
+    message_id_floor,
 )
 from hookline.wakeup import LocalWakeup, Wakeup
 
@@ -613,7 +619,8 @@ class MemoryStore:
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         """Resend a message to an endpoint now, as a manual attempt with a fresh retry budget.
 
-        Raises ``errors.NotFound`` if the message or the endpoint is not in the app.
+        Raises ``errors.NotFound`` if the message or the endpoint is not in the app, and
+        ``errors.PayloadMissing`` if the message's payload expired.
         """
         message = self._messages.get(msg_id)
         endpoint = self._endpoints.get(endpoint_id)
@@ -621,6 +628,8 @@ class MemoryStore:
             raise errors.NotFound("Message not found")
         if endpoint is None or endpoint.app_id != app_id:
             raise errors.NotFound("Endpoint not found")
+        if message.payload == EXPIRED_PAYLOAD:
+            raise errors.PayloadMissing()
         key = (msg_id, endpoint_id)
         previous = self._tasks.get(key)
         self._tasks[key] = _Task(
@@ -639,7 +648,10 @@ class MemoryStore:
     async def recover(
         self, app_id: str, endpoint_id: str, since: float, until: float | None, now: float
     ) -> int:
-        """Put the endpoint's failed tasks for messages created in [since, until) back in line."""
+        """Put the endpoint's failed tasks for messages created in [since, until) back in line.
+
+        Messages whose payload expired are left as they are: there is nothing to send.
+        """
         recovered = 0
         for key, task in list(self._tasks.items()):
             if (
@@ -650,6 +662,8 @@ class MemoryStore:
                 continue
             message = self._messages.get(task.msg_id)
             if message is None or not _in_window(message.created_at, since, until):
+                continue
+            if message.payload == EXPIRED_PAYLOAD:  # nothing left to send
                 continue
             self._tasks[key] = replace(
                 task,
@@ -769,6 +783,93 @@ class MemoryStore:
         for key in expired:
             del self._idempotency[key]
         return len(expired)
+
+    # retention ---------------------------------------------------------------------------------
+    def _busy(self, msg_id: str, now: float | None = None) -> bool:
+        """A delivery of the message is pending or being sent (with ``now``: under a live lease).
+
+        Keep in step with the NOT EXISTS clauses of retention_expire and prune_delete.
+        """
+        for task in self._tasks.values():
+            if task.msg_id != msg_id:
+                continue
+            if now is None and task.status in (MessageStatus.PENDING, MessageStatus.SENDING):
+                return True
+            if (
+                now is not None
+                and task.status == MessageStatus.SENDING
+                and task.lease_until is not None
+                and task.lease_until > now
+            ):
+                return True
+        return False
+
+    async def expire_payloads(
+        self, now: float, default_seconds: float, limit: int, after: float | None = None
+    ) -> ExpiryBatch:
+        """Empty the payloads past their time (see ``Store.expire_payloads``)."""
+        for m in list(self._messages.values()):
+            if m.expires_at is None and m.payload != EXPIRED_PAYLOAD:  # written before retention
+                self._messages[m.id] = replace(m, expires_at=m.created_at + default_seconds)
+        due = sorted(
+            (m for m in self._messages.values() if m.payload != EXPIRED_PAYLOAD),
+            key=lambda m: m.expires_at or 0.0,
+        )
+        due = [
+            m
+            for m in due
+            if m.expires_at is not None
+            and m.expires_at <= now
+            and (after is None or m.expires_at > after)
+        ][: max(limit, 0)]
+        expired = 0
+        for m in due:
+            if self._busy(m.id):
+                continue
+            self._messages[m.id] = replace(m, payload=EXPIRED_PAYLOAD)
+            for attempt in list(self._attempts.values()):
+                if attempt.msg_id == m.id:
+                    self._attempts[attempt.id] = replace(attempt, response=EXPUNGED_RESPONSE)
+            expired += 1
+        return ExpiryBatch(
+            expired=expired,
+            skipped=len(due) - expired,
+            cursor=due[-1].expires_at if len(due) == limit and due else None,
+        )
+
+    async def prune_messages(
+        self,
+        before: float,
+        now: float,
+        limit: int,
+        *,
+        include_pending: bool = False,
+        after: str | None = None,
+    ) -> PruneBatch:
+        """Delete old messages with their tasks and attempts (see ``Store.prune_messages``)."""
+        bound = message_id_floor(before + ID_CLOCK_SLACK_SECONDS)
+        old = sorted(
+            (
+                m
+                for m in self._messages.values()
+                if m.created_at < before and m.id < bound and (after is None or m.id > after)
+            ),
+            key=lambda m: m.id,
+        )[: max(limit, 0)]
+        gone = {m.id for m in old if not self._busy(m.id, now if include_pending else None)}
+        for msg_id in gone:
+            del self._messages[msg_id]
+        self._tasks = {k: v for k, v in self._tasks.items() if v.msg_id not in gone}
+        self._attempts = {k: v for k, v in self._attempts.items() if v.msg_id not in gone}
+        return PruneBatch(
+            deleted=len(gone),
+            skipped=len(old) - len(gone),
+            cursor=old[-1].id if len(old) == limit and old else None,
+        )
+
+    async def count_messages_before(self, before: float) -> int:
+        """How many messages were created before ``before``."""
+        return sum(1 for m in self._messages.values() if m.created_at < before)
 
 
 if TYPE_CHECKING:

@@ -60,14 +60,22 @@ from hookline.models import (
     Token,
 )
 from hookline.store import postgres_claiming as claiming
-from hookline.store import postgres_ingest, postgres_pool, postgres_wakeup, queries
+from hookline.store import (
+    postgres_ingest,
+    postgres_pool,
+    postgres_retention,
+    postgres_wakeup,
+    queries,
+)
 from hookline.store import postgres_rows as rows
 from hookline.store.base import (
     KEY_TAKEN_OVER,
     AttemptFilter,
+    ExpiryBatch,
     IdempotencyState,
     IdempotentWrite,
     MessageFilter,
+    PruneBatch,
     TokenInfo,
 )
 from hookline.wakeup import Wakeup
@@ -350,13 +358,12 @@ class PostgresStore(postgres_pool.Database):
 
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         async def op(c: Any) -> None:
-            created_at = await c.fetchval(Q["message_created_at"], app_id, msg_id)
-            if (
-                created_at is None
-                or await c.fetchval(Q["endpoint_exists"], app_id, endpoint_id) is None
-            ):
+            msg = await c.fetchrow(Q["message_resendable"], app_id, msg_id)
+            if msg is None or await c.fetchval(Q["endpoint_exists"], app_id, endpoint_id) is None:
                 raise errors.NotFound()
-            await c.execute(Q["delivery_requeue"], msg_id, endpoint_id, app_id, now, created_at)
+            if not msg[1]:  # its payload expired: nothing to send
+                raise errors.PayloadMissing()
+            await c.execute(Q["delivery_requeue"], msg_id, endpoint_id, app_id, now, msg[0])
             await c.execute(Q["notify"], self._origin)
 
         await self._transaction(op)
@@ -482,6 +489,31 @@ class PostgresStore(postgres_pool.Database):
 
     async def purge_expired(self, now: float) -> int:
         return await self._execute(Q["idempotency_purge"], now)
+
+    # retention (postgres_retention.py) --------------------------------------------------------
+    async def expire_payloads(
+        self, now: float, default_seconds: float, limit: int, after: float | None = None
+    ) -> ExpiryBatch:
+        return await self._retrying(
+            lambda c: postgres_retention.expire(c, now, default_seconds, limit, after)
+        )
+
+    async def prune_messages(
+        self,
+        before: float,
+        now: float,
+        limit: int,
+        *,
+        include_pending: bool = False,
+        after: str | None = None,
+    ) -> PruneBatch:
+        return await self._retrying(
+            lambda c: postgres_retention.prune(c, before, now, limit, include_pending, after)
+        )
+
+    async def count_messages_before(self, before: float) -> int:
+        async with self._connection() as c:
+            return await postgres_retention.count_before(c, before)
 
     # helpers -----------------------------------------------------------------------------------
     async def _page(

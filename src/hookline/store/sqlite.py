@@ -60,14 +60,16 @@ from hookline.models import (
     Trigger,
     routes_to,
 )
-from hookline.store import queries, sqlite_rows, sqlite_writer
+from hookline.store import queries, sqlite_retention, sqlite_rows, sqlite_writer
 from hookline.store import sqlite_claiming as claiming
 from hookline.store.base import (
     KEY_TAKEN_OVER,
     AttemptFilter,
+    ExpiryBatch,
     IdempotencyState,
     IdempotentWrite,
     MessageFilter,
+    PruneBatch,
     TokenInfo,
 )
 from hookline.wakeup import LocalWakeup, Wakeup
@@ -559,12 +561,14 @@ class SqliteStore:
 
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         def op(c: sqlite3.Connection) -> None:
-            msg = c.execute(Q["message_created_at"], (app_id, msg_id)).fetchone()
+            msg = c.execute(Q["message_resendable"], (app_id, msg_id)).fetchone()
             if (
                 msg is None
                 or c.execute(Q["endpoint_exists"], (app_id, endpoint_id)).fetchone() is None
             ):
                 raise errors.NotFound()
+            if not msg[1]:  # its payload expired: nothing to send
+                raise errors.PayloadMissing()
             c.execute(
                 Q["delivery_requeue"],
                 {
@@ -700,6 +704,31 @@ class SqliteStore:
     async def purge_expired(self, now: float) -> int:
         cur = await self._write(lambda c: c.execute(Q["idempotency_purge"], (now,)), bulk=True)
         return int(cur.rowcount)
+
+    # retention (sqlite_retention.py) ----------------------------------------------------------
+    async def expire_payloads(
+        self, now: float, default_seconds: float, limit: int, after: float | None = None
+    ) -> ExpiryBatch:
+        return await self._write(
+            lambda c: sqlite_retention.expire(c, now, default_seconds, limit, after), bulk=True
+        )
+
+    async def prune_messages(
+        self,
+        before: float,
+        now: float,
+        limit: int,
+        *,
+        include_pending: bool = False,
+        after: str | None = None,
+    ) -> PruneBatch:
+        return await self._write(
+            lambda c: sqlite_retention.prune(c, before, now, limit, include_pending, after),
+            bulk=True,
+        )
+
+    async def count_messages_before(self, before: float) -> int:
+        return await self._read(lambda c: sqlite_retention.count_before(c, before))
 
     # helpers -----------------------------------------------------------------------------------
     async def _page(

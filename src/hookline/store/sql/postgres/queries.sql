@@ -265,8 +265,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 -- name: next_due
 SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 
--- name: message_created_at
-SELECT created_at FROM messages WHERE app_id = $1 AND id = $2
+-- What a resend needs of the message: its creation time, and whether its payload is still kept.
+-- FOR SHARE until the resend commits: the cleaner and prune lock the messages they change
+-- (SKIP LOCKED), so neither can expire or delete this one between the check and the new task.
+-- name: message_resendable
+SELECT created_at, length(payload) > 0 FROM messages WHERE app_id = $1 AND id = $2 FOR SHARE
 
 -- name: endpoint_exists
 SELECT 1 FROM endpoints WHERE app_id = $1 AND id = $2
@@ -278,11 +281,17 @@ VALUES ($1, $2, $3, 1, 0, $4, 1, 1, $5, $4)
 ON CONFLICT (msg_id, endpoint_id) DO UPDATE SET status = 1, attempts = 0, due_at = $4,
     lease = deliveries.lease + 1, trigger = 1, updated_at = $4
 
+-- Only messages whose payload is still kept, share-locked as message_resendable does.
 -- name: delivery_recover
+WITH live AS (
+    SELECT m.id FROM deliveries d JOIN messages m ON m.id = d.msg_id
+    WHERE d.endpoint_id = $2 AND d.app_id = $1 AND d.status = 2
+        AND d.created_at >= $3 AND d.created_at < $4 AND length(m.payload) > 0
+    FOR SHARE OF m
+)
 UPDATE deliveries SET status = 1, attempts = 0, due_at = $5, lease = lease + 1, trigger = 1,
     updated_at = $5
-WHERE endpoint_id = $2 AND app_id = $1 AND status = 2
-    AND created_at >= $3 AND created_at < $4
+WHERE endpoint_id = $2 AND app_id = $1 AND status = 2 AND msg_id IN (SELECT id FROM live)
 
 -- name: attempt_get
 SELECT id, msg_id, endpoint_id, app_id, url, status, response_status_code, response,
@@ -335,3 +344,60 @@ DELETE FROM idempotency WHERE key = $1 AND state = 0 AND owner = $2
 -- Finished answers past their 24 h, and locks of requests that died (expires_at = lock_until).
 -- name: idempotency_purge
 DELETE FROM idempotency WHERE expires_at <= $1
+
+-- Retention (store/postgres_retention.py): each statement touches at most the batch's messages.
+-- The candidates are locked first (SKIP LOCKED: a resend holding one, or another cleaner, is
+-- passed over); the change that follows is a statement of its own, so its view of the
+-- deliveries is taken after the locks are held. "Busy" (keep in step with MemoryStore._busy):
+-- a delivery pending or being sent; a payload is never taken from under one.
+
+-- Messages written before retention was enforced get their expiry from the setting.
+-- name: retention_fill
+UPDATE messages SET expires_at = created_at + $1
+WHERE id = ANY(ARRAY(
+    SELECT id FROM messages WHERE expires_at IS NULL AND length(payload) > 0
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+
+-- The messages_expiry index in expires_at order (its WHERE is repeated so that it is used).
+-- name: retention_due
+SELECT id, expires_at FROM messages
+WHERE length(payload) > 0 AND expires_at <= $1 AND expires_at > $2
+ORDER BY expires_at LIMIT $3
+FOR UPDATE SKIP LOCKED
+
+-- name: retention_expire
+UPDATE messages m SET payload = ''::bytea
+WHERE m.id = ANY($1::text[]) AND length(m.payload) > 0
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status IN (1, 3)
+    )
+RETURNING m.id
+
+-- name: retention_expunge_attempts
+UPDATE attempts SET response = $2 WHERE msg_id = ANY($1::text[])
+
+-- Old messages in id order (ids sort by creation time), from the primary key.
+-- name: prune_candidates
+SELECT id FROM messages
+WHERE id > $1 AND id < $2 AND created_at < $3
+ORDER BY id LIMIT $4
+FOR UPDATE SKIP LOCKED
+
+-- Deliveries go by ON DELETE CASCADE. With $2 false (--include-pending) only a delivery being
+-- sent under a running lease keeps its message.
+-- name: prune_delete
+DELETE FROM messages m
+WHERE m.id = ANY($1::text[])
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.msg_id = m.id AND d.status IN (1, 3)
+            AND ($2 OR (d.status = 3 AND d.due_at > $3))
+    )
+RETURNING m.id
+
+-- Attempts carry no foreign key (history outlives endpoints): removed with their message here.
+-- name: prune_attempts
+DELETE FROM attempts WHERE msg_id = ANY($1::text[])
+
+-- name: prune_count
+SELECT count(*) FROM messages WHERE id < $1 AND created_at < $2

@@ -78,6 +78,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_app ON messages (app_id, id);
 CREATE UNIQUE INDEX messages_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
+-- Payloads still kept, in expiry order: the cleaner's work list (an expired payload is empty).
+CREATE INDEX messages_expiry ON messages (expires_at) WHERE length(payload) > 0;
 
 -- One row per (message, endpoint): the delivery task and its current status.
 -- due_at is when the row may next be claimed: next attempt time while pending (1), lease

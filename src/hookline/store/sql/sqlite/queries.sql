@@ -210,8 +210,9 @@ VALUES (:id, :msg_id, :endpoint_id, :app_id, :url, :status, :response_status_cod
 -- name: next_due
 SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 
--- name: message_created_at
-SELECT created_at FROM messages WHERE app_id = ? AND id = ?
+-- What a resend needs of the message: its creation time, and whether its payload is still kept.
+-- name: message_resendable
+SELECT created_at, length(payload) > 0 FROM messages WHERE app_id = ? AND id = ?
 
 -- name: endpoint_exists
 SELECT 1 FROM endpoints WHERE app_id = ? AND id = ?
@@ -228,6 +229,7 @@ UPDATE deliveries SET status = 1, attempts = 0, due_at = :now, lease = lease + 1
     updated_at = :now
 WHERE endpoint_id = :endpoint_id AND app_id = :app_id AND status = 2
     AND created_at >= :since AND created_at < :until
+    AND EXISTS (SELECT 1 FROM messages m WHERE m.id = deliveries.msg_id AND length(m.payload) > 0)
 
 -- name: attempt_get
 SELECT id, msg_id, endpoint_id, app_id, url, status, response_status_code, response,
@@ -268,3 +270,55 @@ DELETE FROM idempotency WHERE key = ? AND state = 0 AND owner = ?
 -- Finished answers past their 24 h, and locks of requests that died (expires_at = lock_until).
 -- name: idempotency_purge
 DELETE FROM idempotency WHERE expires_at <= ?
+
+-- Retention (store/sqlite_retention.py): each statement touches at most :limit messages, and
+-- ids come in as one JSON array. "Busy" (keep in step with MemoryStore._busy): a delivery
+-- pending or being sent; a payload is never taken from under one.
+
+-- Messages written before retention was enforced get their expiry from the setting.
+-- name: retention_fill
+UPDATE messages SET expires_at = created_at + :seconds
+WHERE rowid IN (
+    SELECT rowid FROM messages WHERE expires_at IS NULL AND length(payload) > 0 LIMIT :limit
+)
+
+-- The messages_expiry index in expires_at order (its WHERE is repeated so that it is used).
+-- name: retention_due
+SELECT id, expires_at FROM messages
+WHERE length(payload) > 0 AND expires_at <= :now AND expires_at > :after
+ORDER BY expires_at LIMIT :limit
+
+-- name: retention_expire
+UPDATE messages SET payload = x''
+WHERE id IN (SELECT value FROM json_each(:ids)) AND length(payload) > 0
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (1, 3)
+    )
+RETURNING id
+
+-- name: retention_expunge_attempts
+UPDATE attempts SET response = :response WHERE msg_id IN (SELECT value FROM json_each(:ids))
+
+-- Old messages in id order (ids sort by creation time), from the primary key.
+-- name: prune_candidates
+SELECT id FROM messages
+WHERE id > :after AND id < :bound AND created_at < :before
+ORDER BY id LIMIT :limit
+
+-- Deliveries go by ON DELETE CASCADE. With :strict unset (--include-pending) only a delivery
+-- being sent under a running lease keeps its message.
+-- name: prune_delete
+DELETE FROM messages
+WHERE id IN (SELECT value FROM json_each(:ids))
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries d WHERE d.msg_id = messages.id AND d.status IN (1, 3)
+            AND (:strict OR (d.status = 3 AND d.due_at > :now))
+    )
+RETURNING id
+
+-- Attempts carry no foreign key (history outlives endpoints): removed with their message here.
+-- name: prune_attempts
+DELETE FROM attempts WHERE msg_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_count
+SELECT count(*) FROM messages WHERE id < :bound AND created_at < :before

@@ -1,4 +1,4 @@
--- hookline SQLite schema: what migrations/0001..0007 build from zero.
+-- hookline SQLite schema: what migrations/0001..0009 build from zero.
 -- Generated from a migrated database; do not edit. Change the schema with a new
 -- numbered file in migrations/, then regenerate this one:
 --     .venv/bin/python -m tests.support.schema_files sqlite
@@ -84,6 +84,7 @@ CREATE TABLE messages (
 
 CREATE INDEX messages_app ON messages (app_id, id);
 CREATE UNIQUE INDEX messages_event_id ON messages (app_id, event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX messages_expiry ON messages (expires_at) WHERE length(payload) > 0;
 
 CREATE TABLE deliveries (
     msg_id       TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
@@ -145,4 +146,4 @@ CREATE TABLE endpoint_health (
     tokens_at      REAL
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 7;
+PRAGMA user_version = 9;

@@ -17,6 +17,7 @@ from hookline.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from hookline.api.backlog import Backlog
+    from hookline.api.health import Readiness
     from hookline.metrics import Metrics
     from hookline.models import Application, Endpoint
 
@@ -37,3 +38,4 @@ class Services:
     on_endpoint_change: EndpointHook | None = None
     metrics: Metrics | None = None  # None: metrics are off (``Settings.metrics``)
     payload_retention_days: int = 90  # the default ``payloadRetentionPeriod`` of a message
+    readiness: Readiness | None = None  # /health/ready's checks and what they reuse

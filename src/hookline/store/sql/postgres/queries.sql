@@ -265,6 +265,34 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 -- name: next_due
 SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 
+-- Readiness (Store.stalled_since); keep in step with sqlite/queries.sql, which says why.
+-- name: stalled_since
+WITH RECURSIVE waiting(endpoint_id) AS (
+    SELECT (SELECT min(endpoint_id) FROM deliveries WHERE status IN (1, 3))
+    UNION ALL
+    SELECT (SELECT min(d.endpoint_id) FROM deliveries d
+            WHERE d.status IN (1, 3) AND d.endpoint_id > w.endpoint_id)
+    FROM waiting w WHERE w.endpoint_id IS NOT NULL
+)
+SELECT min(first_due) FROM (
+    SELECT (SELECT min(d.due_at) FROM deliveries d
+            WHERE d.endpoint_id = w.endpoint_id AND d.status IN (1, 3)) AS first_due
+    FROM waiting w
+    JOIN endpoints e ON e.id = w.endpoint_id
+    LEFT JOIN endpoint_health h ON h.endpoint_id = w.endpoint_id
+    WHERE coalesce(e.rate_limit, e.throttle_rate, 0) <= 0
+        AND NOT coalesce(h.circuit_open, false)
+        AND NOT EXISTS (
+            SELECT 1 FROM deliveries s
+            WHERE s.endpoint_id = w.endpoint_id AND s.status IN (1, 3)
+                AND s.due_at > $1 AND s.due_at <= $2 AND s.status = 3)
+) AS heads
+WHERE first_due <= $1
+
+-- name: health_probe
+INSERT INTO health_probe (id, written_at) VALUES (1, $1)
+ON CONFLICT (id) DO UPDATE SET written_at = EXCLUDED.written_at
+
 -- name: message_created_at
 SELECT created_at FROM messages WHERE app_id = $1 AND id = $2
 

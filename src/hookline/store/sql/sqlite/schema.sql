@@ -1,4 +1,4 @@
--- hookline SQLite schema: what migrations/0001..0007 build from zero.
+-- hookline SQLite schema: what migrations/0001..0008 build from zero.
 -- Generated from a migrated database; do not edit. Change the schema with a new
 -- numbered file in migrations/, then regenerate this one:
 --     .venv/bin/python -m tests.support.schema_files sqlite
@@ -145,4 +145,9 @@ CREATE TABLE endpoint_health (
     tokens_at      REAL
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 7;
+CREATE TABLE health_probe (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    written_at  REAL NOT NULL
+);
+
+PRAGMA user_version = 8;

@@ -133,7 +133,12 @@ class Backlog:
             self.publish_heartbeat()  # first: a failing store must not freeze the gauge
             pause = CHECK_SECONDS
             try:
-                await asyncio.wait_for(self.measure(), MEASURE_TIMEOUT_SECONDS)
+                try:
+                    await asyncio.wait_for(self.measure(), MEASURE_TIMEOUT_SECONDS)
+                except TimeoutError:  # a wait, not a bug: one line, no traceback
+                    raise errors.Unavailable(
+                        f"the backlog could not be read within {MEASURE_TIMEOUT_SECONDS:g} s"
+                    ) from None
                 failures.succeeded()
             except Exception as exc:
                 # The store is failing; its writes answer 503 on their own meanwhile.

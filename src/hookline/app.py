@@ -29,12 +29,13 @@ from hookline import store as store_
 from hookline import tracing as tracing_
 from hookline.api import connection, http
 from hookline.api.backlog import Backlog
+from hookline.api.health import Readiness
 from hookline.api.services import Services
 from hookline.cache import AppCache, TokenCache
 from hookline.settings import POOL_SIZES, Settings
 from hookline.store.base import Store
 from hookline.wakeup import Wakeup
-from hookline.worker import Worker
+from hookline.worker import Heartbeat, Worker
 
 DEFAULT_ORG = "default"
 # The name of the token seeded from HOOKLINE_ADMIN_TOKEN; reserved, because seeding a different
@@ -58,6 +59,8 @@ class Hookline:
     apps: AppCache
     backlog: Backlog
     metrics: metrics_.Metrics | None  # None when metrics are off
+    heartbeat: Heartbeat  # the worker loop's; never beats where no worker runs
+    readiness: Readiness
     operational: operational_.OperationalWebhooks | None = None
     tracing: tracing_.Tracing | None = None  # None when OTEL_* ask for no traces
 
@@ -66,17 +69,32 @@ class Hookline:
         """``role`` (api, worker, serve, command) picks the connection pool's default size."""
         pool = settings.database_pool_size or POOL_SIZES[role]
         store = store_.from_url(settings.database_url, pool_size=pool)
+        metrics = (
+            metrics_.Metrics(endpoint_labels=settings.metrics_endpoint_labels)
+            if settings.metrics
+            else None
+        )
+        heartbeat = Heartbeat()
+        backlog = Backlog(
+            store,
+            store.now,
+            settings.max_backlog,
+            max_age=settings.ready_max_backlog_age,
+            lease_seconds=settings.lease_seconds,
+            metrics=metrics,
+            heartbeat=heartbeat,
+        )
         return cls(
             settings=settings,
             store=store,
             egress_policy=egress.EgressPolicy(allowed=settings.allowed_subnets),
             tokens=TokenCache(store, http.hash_token),
             apps=AppCache(store),
-            backlog=Backlog(store, store.now, settings.max_backlog),
-            metrics=(
-                metrics_.Metrics(endpoint_labels=settings.metrics_endpoint_labels)
-                if settings.metrics
-                else None
+            backlog=backlog,
+            metrics=metrics,
+            heartbeat=heartbeat,
+            readiness=Readiness(
+                store, backlog, heartbeat, max_backlog_age=settings.ready_max_backlog_age
             ),
             tracing=tracing_.configure(os.environ) if role in TRACED_ROLES else None,
         )
@@ -102,6 +120,7 @@ class Hookline:
             metrics=self.metrics,
             payload_retention_days=self.settings.payload_retention_days,
             tracing=self.tracing,
+            readiness=self.readiness,
         )
 
     def worker(self, session: aiohttp.ClientSession) -> Worker:
@@ -114,6 +133,7 @@ class Hookline:
             on_outcomes=None if self.operational is None else self.operational.after_outcomes,
             metrics=self.metrics,
             tracing=self.tracing,
+            heartbeat=self.heartbeat,
         )
 
 
@@ -322,6 +342,9 @@ async def run(
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="api"))
         announce = asyncio.create_task(_announce(server, on_listening), name="announce")
+    if api_role or hl.settings.metrics_listen is not None:
+        # Backpressure for ingest; backlog and heartbeat gauges and fresh figures for readiness
+        # wherever /metrics or /health/ready is served (a worker: on metrics_listen).
         tasks.append(asyncio.create_task(hl.backlog.run(stop), name="backlog"))
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)

@@ -52,11 +52,40 @@ COALESCE_SECONDS = 0.002  # wait this long to batch claims and outcomes (adds â‰
 ERROR_BACKOFF_SECONDS = 1.0  # pause after the store failed, so a broken disk is not hammered
 ERROR_BACKOFF_MAX_SECONDS = 8.0  # the pause doubles while the store keeps failing, up to this
 REPEAT_LOG_SECONDS = 10.0  # the same store error is logged at most this often (with a count)
+# A saturated worker waits for a free slot at most this long before its loop goes round (and
+# beats) again: waiting for room is work, not a wedge.
+ROOM_WAIT_SECONDS = 1.0
+# When readiness calls a worker loop stuck (seconds without a round): 3 x the longest single
+# wait of a healthy loop, a store call bounded by its own timeouts (SQLite's 10 s busy timeout,
+# PostgreSQL's 10 s pool acquire); a failed call's backoff (ERROR_BACKOFF_MAX_SECONDS) added to
+# it still stays well below.
+HEARTBEAT_STALE_SECONDS = 30.0
 
 log = structlog.get_logger("hookline.worker")
 
 # Called with each committed batch of outcomes and the endpoint state changes it caused.
 OutcomeHook = Callable[[Sequence[Completion], Sequence[HealthEvent]], Awaitable[None]]
+
+
+class Heartbeat:
+    """When a worker loop last went round (``time.monotonic``), for readiness and the gauge.
+
+    A plain timestamp, readable from any thread: a loop that is blocked, or awaits something
+    that never comes, stops beating while whoever reads this still can.
+    """
+
+    __slots__ = ("_clock", "at")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.at: float | None = None  # None until a worker loop runs in this process
+
+    def beat(self) -> None:
+        self.at = self._clock()
+
+    def age(self) -> float | None:
+        """Seconds since the last beat; None when no worker loop has run here."""
+        return None if self.at is None else self._clock() - self.at
 
 
 class Worker:
@@ -75,7 +104,9 @@ class Worker:
         on_outcomes: OutcomeHook | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
+        self.heartbeat = heartbeat or Heartbeat()
         self._store = store
         self._session = session
         self._settings = settings
@@ -145,10 +176,13 @@ class Worker:
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(self._wake_for_stop)
         while not stop.is_set():
+            self.heartbeat.beat()
             free = settings.worker_concurrency - len(self._inflight)
             if free < self._refill_at:
                 self._room.clear()
-                await self._room.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ROOM_WAIT_SECONDS):
+                        await self._room.wait()
                 continue
             policy = ClaimPolicy(
                 limit=min(free, CLAIM_BATCH),
@@ -217,6 +251,7 @@ class Worker:
         """
         timeout = IDLE_POLL_SECONDS
         while not stop.is_set():
+            self.heartbeat.beat()
             if await self._wakeup.wait(timeout):
                 # Let a few more messages land before claiming: one claim transaction per
                 # message would cost more CPU than the messages themselves at moderate rates.

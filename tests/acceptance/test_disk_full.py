@@ -20,10 +20,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from hookline.api.health import WRITE_PROBE_SECONDS
+from hookline.store import sqlite_writer
 from tests.support.receiver import Receiver
 from tests.support.server import HooklineServer
 
@@ -221,3 +224,62 @@ def test_a_full_disk_refuses_writes_with_503_and_they_succeed_again_once_space_r
         f"acked={len(acked)} refused={refused} recovered_at_seq={recovered_at} "
         f"store_unwritable_lines={unwritable}"
     )
+
+
+READY_TIMEOUT_SECONDS = 15.0  # a write probe is reused 5 s; the probe itself takes milliseconds
+READY_AGAIN_SECONDS = 30.0  # a refusal the writer saw is reported until writes succeed for 5 s
+
+
+def _readiness(client: httpx.Client) -> tuple[int, dict[str, Any]]:
+    response = client.get("/health/ready")
+    body: dict[str, Any] = response.json()
+    return response.status_code, body
+
+
+def test_an_idle_server_turns_unready_naming_writable_on_a_full_disk_and_ready_again(
+    server: HooklineServer, small_fs: Path
+) -> None:
+    """No request writes anything meanwhile: only readiness's own probe can notice.
+
+    Messages go in first and the WAL is checkpointed, so the WAL file holds space a small write
+    can commit into on the full disk; the probe must not be fooled by that.
+    """
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=10.0) as client:
+        app_id = client.post("/api/v1/app", json={"name": "idle"}).json()["id"]
+        for seq in range(BEFORE_FULL):
+            assert _post_message(client, app_id, seq).status_code == 202
+        time.sleep(2 * sqlite_writer.CHECKPOINT_SECONDS + WRITE_PROBE_SECONDS)  # then idle
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while (ready := _readiness(client))[0] != 200:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        assert ready[1]["checks"]["writable"]["ok"], ready
+
+        filler = _fill(small_fs)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while (ready := _readiness(client))[0] != 503:
+            assert time.monotonic() < deadline, (
+                f"still ready {READY_TIMEOUT_SECONDS:g} s after the disk filled: {ready}\n"
+                f"{server.output_tail()}"
+            )
+            time.sleep(0.2)
+        _, body = ready
+        assert body["status"] == "unready" and body["failed"] == ["writable"], body
+        assert "disk" in body["checks"]["writable"]["detail"], body
+        assert body["checks"]["store"]["ok"], body  # reads still work
+        assert client.get("/health/live").status_code == 200  # alive: no restart wanted
+
+        filler.unlink()
+        deadline = time.monotonic() + READY_AGAIN_SECONDS
+        while (ready := _readiness(client))[0] != 200:
+            assert time.monotonic() < deadline, (
+                f"still unready {READY_AGAIN_SECONDS:g} s after space returned: {ready}\n"
+                f"{server.output_tail()}"
+            )
+            time.sleep(0.2)
+    server.assert_running()
+    log = server.output()
+    assert log.count('"health_unready"') == 1, server.output_tail()
+    assert log.count('"health_ready"') == 1, server.output_tail()
+    assert "request_failed" not in log

@@ -118,9 +118,10 @@ class _IngestFirst:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
+        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT and scope["path"] != health.LIVE_PATH:
             # Each request in flight holds its body (up to max_payload_bytes) and a slot in the
             # store's writer queue: past this many, answer at once rather than queue them all.
+            # Not liveness: a busy process is alive, and restarting it for that would not help.
             await http.error_response(_Busy())(scope, receive, send)
             return
         self._in_flight += 1

@@ -124,8 +124,12 @@ def route(
     query: tuple[str, ...] = (),
     tag: str = "",
     auth: bool = True,
+    prefix: str = "/api/v1",
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    """Declare an API operation under ``/api/v1``; see the module docstring."""
+    """Declare an API operation at ``prefix + path``; see the module docstring.
+
+    Everything is under ``/api/v1`` but the probes that load balancers call (``/health/...``).
+    """
 
     def register(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def answer(request: Request) -> Response:
@@ -167,7 +171,7 @@ def route(
         OPERATIONS.append(
             Operation(
                 method=method,
-                path="/api/v1" + path,
+                path=prefix + path,
                 name=handler.__name__,
                 summary=(handler.__doc__ or handler.__name__).strip().splitlines()[0],
                 status=status,

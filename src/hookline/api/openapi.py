@@ -19,6 +19,7 @@ from hookline.api.schemas import NAME_PATTERN
 from hookline.models import MessageStatus
 
 REF = "#/components/schemas/{name}"
+JSON = "application/json"
 _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 _DATE_TIME = {"type": "string", "format": "date-time"}
 _BOOLEAN = {"type": "boolean"}
@@ -181,6 +182,13 @@ def _responses(op: http.Operation, by_type: dict[Any, Any], has_path: bool) -> d
         }
         if status in (429, 503):
             answer["headers"] = _RETRY_AFTER
+        own = responses.get(str(status), {}).get("content")
+        if own is not None:  # a status the operation answers with its own body too (readiness)
+            error = answer["content"]["application/json"]["schema"]
+            answer["content"] = {
+                "application/json": {"schema": {"anyOf": [own[JSON]["schema"], error]}}
+            }
+            answer["description"] = f"The operation's own answer, or: {_ERRORS[status]}"
         responses[str(status)] = answer
     return responses
 

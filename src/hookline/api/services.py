@@ -17,6 +17,7 @@ from hookline.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from hookline.api.backlog import Backlog
+    from hookline.api.health import Readiness
     from hookline.metrics import Metrics
     from hookline.models import Application, Endpoint
     from hookline.tracing import Tracing
@@ -39,3 +40,4 @@ class Services:
     metrics: Metrics | None = None  # None: metrics are off (``Settings.metrics``)
     payload_retention_days: float = 90.0  # the default ``payloadRetentionPeriod`` of a message
     tracing: Tracing | None = None  # None: traces are off (``hookline.tracing``)
+    readiness: Readiness | None = None  # /health/ready's checks and what they reuse

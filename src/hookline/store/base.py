@@ -50,6 +50,9 @@ from hookline.models import (
 )
 from hookline.wakeup import Wakeup
 
+# A write committed this recently answers ``probe_write`` without another (seconds).
+RECENT_WRITE_SECONDS = 5.0
+
 
 class MessageFilter(msgspec.Struct, frozen=True, kw_only=True):
     channel: str | None = None
@@ -160,6 +163,17 @@ class Store(Protocol):
         """Raise ``errors.Unavailable`` while the store refuses writes (the health check's 503).
 
         Cheap enough for every health check: reports what recent writes found, never writes.
+        """
+        ...
+
+    async def probe_write(self, now: float) -> None:
+        """Raise ``errors.Unavailable`` unless the store can write now (readiness, every few s).
+
+        ``check_writable`` only knows what writes found, so an idle store on a full disk would
+        pass it until the next write. This writes one row (``health_probe``) unless a write
+        committed moments ago shows it already, so a busy store pays nothing and a probe never
+        queues behind a long batch. SQLite also asks the filesystem for room: a write can
+        commit into space its WAL file already holds while the disk is full.
         """
         ...
 
@@ -281,6 +295,18 @@ class Store(Protocol):
     async def next_due_at(self) -> float | None: ...
     async def count_due(self, now: float, cap: int) -> int:
         """How many tasks are due at ``now``, counting no further than ``cap`` (cheap to call)."""
+        ...
+
+    async def stalled_since(self, now: float, lease_seconds: float) -> float | None:
+        """The earliest due time of waiting work that nothing holds back; None if there is none.
+
+        Held back, and left out: the work of an endpoint whose circuit is open or that has a
+        rate limit (it waits by design), or that has a delivery in flight under a live lease
+        (leased within the last ``lease_seconds``: it is being served, at its concurrency).
+        What remains waits for nothing but a worker, so its age says whether the workers keep
+        up. Reads one index seek per endpoint with waiting work: call it only once the oldest
+        due task (``next_due_at``) is already old.
+        """
         ...
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None: ...

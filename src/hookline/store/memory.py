@@ -19,7 +19,7 @@ import msgspec
 from msgspec.structs import replace
 
 from hookline import errors, ids
-from hookline.admission import Admission
+from hookline.admission import Admission, rate_of
 from hookline.circuit import CircuitPolicy, after_attempts, gone_event
 from hookline.models import (
     Application,
@@ -164,6 +164,9 @@ class MemoryStore:
 
     async def check_writable(self) -> None:
         """Always writable: memory never refuses a write."""
+
+    async def probe_write(self, now: float) -> None:
+        """Always writable: memory never refuses a write, so there is nothing to probe."""
 
     async def ping(self) -> None:
         """Always reachable."""
@@ -574,6 +577,32 @@ class MemoryStore:
                 if due >= cap:
                     break
         return due
+
+    async def stalled_since(self, now: float, lease_seconds: float) -> float | None:
+        """The earliest due time of waiting work nothing holds back (see ``Store``)."""
+        first: dict[str, float] = {}  # endpoint id -> its oldest waiting task's due time
+        served: set[str] = set()  # endpoints with a delivery in flight under a live lease
+        for task in self._tasks.values():
+            at = task.due_at()
+            if at is None:
+                continue
+            if task.status == MessageStatus.SENDING and now < at <= now + lease_seconds:
+                served.add(task.endpoint_id)
+            first[task.endpoint_id] = min(at, first.get(task.endpoint_id, at))
+        stalled = [
+            at
+            for endpoint_id, at in first.items()
+            if at <= now and endpoint_id not in served and not self._holds_back(endpoint_id)
+        ]
+        return min(stalled, default=None)
+
+    def _holds_back(self, endpoint_id: str) -> bool:
+        """The endpoint's own state keeps its work waiting: an open circuit or a rate limit."""
+        endpoint = self._endpoints.get(endpoint_id)
+        health = self._health.get(endpoint_id)
+        if endpoint is None:  # gone (the stores' joins drop it too)
+            return True
+        return rate_of(endpoint) is not None or (health is not None and health.circuit_open)
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         """The endpoint's stored delivery state; None while it has never failed or been limited."""

@@ -70,6 +70,7 @@ from hookline.store import (
 from hookline.store import postgres_rows as rows
 from hookline.store.base import (
     KEY_TAKEN_OVER,
+    RECENT_WRITE_SECONDS,
     AttemptFilter,
     ExpiryBatch,
     IdempotencyState,
@@ -351,6 +352,21 @@ class PostgresStore(postgres_pool.Database):
 
     async def count_due(self, now: float, cap: int) -> int:
         return int((await self._fetchrow(Q["due_count"], now, cap))[0])
+
+    async def stalled_since(self, now: float, lease_seconds: float) -> float | None:
+        value = (await self._fetchrow(Q["stalled_since"], now, now + lease_seconds))[0]
+        return None if value is None else float(value)
+
+    async def probe_write(self, now: float) -> None:
+        wrote_at = self.wrote_at
+        if wrote_at is not None and time.monotonic() - wrote_at <= RECENT_WRITE_SECONDS:
+            return  # a transaction just committed: that is the answer a probe would give
+        try:
+            await self._execute(Q["health_probe"], now)
+        except asyncpg.PostgresError as exc:  # e.g. a read-only server after a failover
+            raise errors.Unavailable(
+                f"database cannot write: {type(exc).__name__}", retry_after=5
+            ) from exc
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         r = await self._fetchrow(Q["health_get"], endpoint_id)

@@ -54,6 +54,7 @@ class Database:
         self._clock_task: asyncio.Task[None] | None = None
         self._refused_at: float | None = None  # monotonic time of the last refused write
         self._refusal: errors.Unavailable | None = None
+        self.wrote_at: float | None = None  # monotonic time of the last committed transaction
 
     async def open(self) -> None:
         """Connect (one clear ``errors.Unavailable`` if the database cannot be used)."""
@@ -130,6 +131,7 @@ class Database:
         """Run ``fn(conn)`` in one transaction; its result once the commit returned."""
         async with self._connection() as c, c.transaction():
             result = await fn(c)
+        self.wrote_at = time.monotonic()
         if self._refused_at is not None:
             log.info("store_writable", was="unreachable")
             self._refused_at = self._refusal = None

@@ -64,6 +64,7 @@ from hookline.store import queries, sqlite_retention, sqlite_rows, sqlite_writer
 from hookline.store import sqlite_claiming as claiming
 from hookline.store.base import (
     KEY_TAKEN_OVER,
+    RECENT_WRITE_SECONDS,
     AttemptFilter,
     ExpiryBatch,
     IdempotencyState,
@@ -134,6 +135,12 @@ class SqliteStore:
 
     async def check_writable(self) -> None:
         self._writer.check_writable()
+
+    async def probe_write(self, now: float) -> None:
+        wrote_at = self._writer.wrote_at
+        if wrote_at is None or time.monotonic() - wrote_at > RECENT_WRITE_SECONDS:
+            await self._write(lambda c: c.execute(Q["health_probe"], (now,)))
+        await asyncio.to_thread(sqlite_writer.check_room, self.path.parent)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -550,6 +557,11 @@ class SqliteStore:
             lambda c: c.execute(Q["due_count"], {"now": now, "cap": cap}).fetchone()
         )
         return int(row[0])
+
+    async def stalled_since(self, now: float, lease_seconds: float) -> float | None:
+        args = {"now": now, "leased_until": now + lease_seconds}
+        row = await self._read(lambda c: c.execute(Q["stalled_since"], args).fetchone())
+        return None if row[0] is None else float(row[0])
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         row = await self._read(lambda c: c.execute(Q["health_get"], (endpoint_id,)).fetchone())

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -81,6 +82,10 @@ RECOVERED_AFTER_SECONDS = 5.0
 # an episode; with it, the check answers 204 again and the next refused write turns it back.
 REFUSALS_SHOWN_SECONDS = 30.0
 
+# What readiness asks the filesystem for (``check_room``): a few group commits of small
+# messages. A disk with less free fails the next writes anyway.
+ROOM_PROBE_BYTES = 64 * 1024
+
 QUEUE_FULL = "queue_full"
 WRITE_FAILED = "write_failed"
 # SQLite primary result codes that mean "cannot write now", not "this write is wrong".
@@ -91,6 +96,10 @@ _UNWRITABLE = {
     sqlite3.SQLITE_LOCKED: "busy",
     sqlite3.SQLITE_READONLY: "read_only",  # e.g. the filesystem was remounted read-only
 }
+# The errors a room probe (``check_room``) can meet, as the reasons below.
+_NO_ROOM = {errno.ENOSPC: "disk_full", errno.EDQUOT: "disk_full", errno.EROFS: "read_only"}
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)  # kernels or filesystems without
+_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 # Why writes are refused -> (Retry-After seconds, what the client is told). Lock waits and a full
 # queue pass in about a second; a full disk or an I/O error needs someone to act.
 _REFUSALS: dict[str, tuple[int, str]] = {
@@ -195,6 +204,7 @@ class Writer:
         self._recovering_since: float | None = None  # writes succeed again since then
         self._refused = 0  # writes refused since the store became unwritable
         self._last_refused_at = 0.0
+        self.wrote_at: float | None = None  # monotonic time of the last commit that wrote rows
         self._opened = False  # start() ran: a dropped connection may be opened again
 
     async def start(self) -> None:
@@ -421,6 +431,8 @@ class Writer:
         )
 
     def _committed(self, *, wrote: bool) -> None:
+        if wrote:
+            self.wrote_at = time.monotonic()
         # The queue only grows while a transaction runs, so if it filled up again meanwhile,
         # writes are still being refused: the queue_full episode goes on.
         if (
@@ -474,6 +486,48 @@ class Writer:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
+
+
+def check_room(directory: Path) -> None:
+    """Raise ``errors.Unavailable`` unless the filesystem of ``directory`` has room for writes.
+
+    SQLite cannot tell: a commit goes into space its WAL file already holds, so rewriting one
+    row succeeds for ever on a full disk, while new rows need the files to grow. This asks the
+    filesystem for ``ROOM_PROBE_BYTES`` in a file of its own, as this process (quotas and the
+    root reserve count as they do for the database). Blocking: call it on a thread.
+    """
+    try:
+        fd = _probe_file(directory)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, ROOM_PROBE_BYTES)
+            except (AttributeError, OSError) as exc:  # not on macOS; not on every filesystem
+                if isinstance(exc, OSError) and exc.errno not in _NO_FALLOCATE:
+                    raise
+                os.write(fd, bytes(ROOM_PROBE_BYTES))  # allocates (or reserves) as it writes
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        reason = _NO_ROOM.get(exc.errno or 0, "io_error")
+        retry_after, _ = _REFUSALS[reason]
+        raise errors.Unavailable(
+            f"database cannot write: {reason}", retry_after=retry_after
+        ) from exc
+
+
+def _probe_file(directory: Path) -> int:
+    """A new file in ``directory``, unnamed where the system allows (nothing left behind)."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(directory, tmpfile | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
+                raise
+    path = directory / f".hookline-room-probe-{os.getpid()}"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.unlink(path)  # the space stays allocated until the descriptor closes
+    return fd
 
 
 class _Interrupted(Exception):

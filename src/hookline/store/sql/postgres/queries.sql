@@ -271,6 +271,34 @@ SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 -- name: message_resendable
 SELECT created_at, length(payload) > 0 FROM messages WHERE app_id = $1 AND id = $2 FOR SHARE
 
+-- Readiness (Store.stalled_since); keep in step with sqlite/queries.sql, which says why.
+-- name: stalled_since
+WITH RECURSIVE waiting(endpoint_id) AS (
+    SELECT (SELECT min(endpoint_id) FROM deliveries WHERE status IN (1, 3))
+    UNION ALL
+    SELECT (SELECT min(d.endpoint_id) FROM deliveries d
+            WHERE d.status IN (1, 3) AND d.endpoint_id > w.endpoint_id)
+    FROM waiting w WHERE w.endpoint_id IS NOT NULL
+)
+SELECT min(first_due) FROM (
+    SELECT (SELECT min(d.due_at) FROM deliveries d
+            WHERE d.endpoint_id = w.endpoint_id AND d.status IN (1, 3)) AS first_due
+    FROM waiting w
+    JOIN endpoints e ON e.id = w.endpoint_id
+    LEFT JOIN endpoint_health h ON h.endpoint_id = w.endpoint_id
+    WHERE coalesce(e.rate_limit, e.throttle_rate, 0) <= 0
+        AND NOT coalesce(h.circuit_open, false)
+        AND NOT EXISTS (
+            SELECT 1 FROM deliveries s
+            WHERE s.endpoint_id = w.endpoint_id AND s.status IN (1, 3)
+                AND s.due_at > $1 AND s.due_at <= $2 AND s.status = 3)
+) AS heads
+WHERE first_due <= $1
+
+-- name: health_probe
+INSERT INTO health_probe (id, written_at) VALUES (1, $1)
+ON CONFLICT (id) DO UPDATE SET written_at = EXCLUDED.written_at
+
 -- name: endpoint_exists
 SELECT 1 FROM endpoints WHERE app_id = $1 AND id = $2
 

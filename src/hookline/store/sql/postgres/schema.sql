@@ -146,3 +146,10 @@ CREATE TABLE idempotency (
     owner        text                           -- the pending lock holder's token
 );
 CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+
+-- The readiness check's write probe (Store.probe_write): one row, rewritten at most every few
+-- seconds by a process asked /health/ready while nothing else writes.
+CREATE TABLE health_probe (
+    id          smallint PRIMARY KEY CHECK (id = 1),
+    written_at  double precision NOT NULL
+);

@@ -214,6 +214,39 @@ SELECT min(due_at) FROM deliveries WHERE status IN (1, 3)
 -- name: message_resendable
 SELECT created_at, length(payload) > 0 FROM messages WHERE app_id = ? AND id = ?
 
+-- Readiness (Store.stalled_since): the earliest due time among endpoints whose waiting work
+-- nothing explains. Left out: an endpoint with an open circuit or a rate limit (its backlog
+-- waits by design), and one with a delivery in flight under a live lease (it is being served,
+-- at its concurrency). The same skip scan as claim_waiting_endpoints, one seek per endpoint
+-- with waiting work; the in-flight test reads only the rows leased until :leased_until.
+-- name: stalled_since
+WITH RECURSIVE waiting(endpoint_id) AS (
+    SELECT (SELECT min(endpoint_id) FROM deliveries WHERE status IN (1, 3))
+    UNION ALL
+    SELECT (SELECT min(endpoint_id) FROM deliveries
+            WHERE status IN (1, 3) AND endpoint_id > waiting.endpoint_id)
+    FROM waiting WHERE waiting.endpoint_id IS NOT NULL
+)
+SELECT min(first_due) FROM (
+    SELECT (SELECT min(d.due_at) FROM deliveries d
+            WHERE d.endpoint_id = w.endpoint_id AND d.status IN (1, 3)) AS first_due
+    FROM waiting w
+    JOIN endpoints e ON e.id = w.endpoint_id
+    LEFT JOIN endpoint_health h ON h.endpoint_id = w.endpoint_id
+    WHERE coalesce(e.rate_limit, e.throttle_rate, 0) <= 0
+        AND coalesce(h.circuit_open, 0) = 0
+        AND NOT EXISTS (
+            SELECT 1 FROM deliveries s
+            WHERE s.endpoint_id = w.endpoint_id AND s.status IN (1, 3)
+                AND s.due_at > :now AND s.due_at <= :leased_until AND s.status = 3)
+)
+WHERE first_due <= :now
+
+-- The write probe's row (readiness); keep in step with postgres/queries.sql.
+-- name: health_probe
+INSERT INTO health_probe (id, written_at) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at
+
 -- name: endpoint_exists
 SELECT 1 FROM endpoints WHERE app_id = ? AND id = ?
 

@@ -146,4 +146,9 @@ CREATE TABLE endpoint_health (
     tokens_at      REAL
 ) WITHOUT ROWID;
 
+CREATE TABLE health_probe (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    written_at  REAL NOT NULL
+);
+
 PRAGMA user_version = 9;

@@ -192,7 +192,7 @@ async def test_a_410_disables_the_endpoint_with_one_line(
     assert (attempt["outcome"], attempt["next_state"]) == ("http_4xx", "fail")
 
 
-async def test_circuit_changes_and_a_disable_after_failing_too_long_are_logged_once_each(
+async def test_a_circuit_opening_and_closing_is_logged_once_each(
     store: MemoryStore, running: Callable[[Settings], None], answers: Script
 ) -> None:
     answers[:] = [500, 500, 200]
@@ -214,7 +214,10 @@ async def test_circuit_changes_and_a_disable_after_failing_too_long_are_logged_o
     assert (opened["endpoint_id"], opened["app_id"], opened["failures"]) == (endpoint.id, app.id, 2)
     assert opened["paused_until"] is not None
 
-    # an endpoint that fails for endpoint_disable_after is disabled, with one line
+
+async def test_an_endpoint_failing_for_endpoint_disable_after_is_disabled_with_one_line(
+    store: MemoryStore, running: Callable[[Settings], None], answers: Script
+) -> None:
     answers[:] = [500]
     other_app, other = await _endpoint(store)
     await _message(store, other_app)

@@ -68,12 +68,12 @@ class Hookline:
     def build(cls, settings: Settings, role: str = "command") -> Hookline:
         """``role`` (api, worker, serve, command) picks the connection pool's default size."""
         pool = settings.database_pool_size or POOL_SIZES[role]
-        store = store_.from_url(settings.database_url, pool_size=pool)
         metrics = (
             metrics_.Metrics(endpoint_labels=settings.metrics_endpoint_labels)
             if settings.metrics
             else None
         )
+        store = store_.from_url(settings.database_url, pool_size=pool, metrics=metrics)
         heartbeat = Heartbeat()
         backlog = Backlog(
             store,

@@ -6,6 +6,7 @@ stage with I/O and receives its aiohttp session. The worker strings them togethe
 
 from __future__ import annotations
 
+import enum
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -34,15 +35,29 @@ class Request:
     body: bytes
 
 
+class Failure(enum.Enum):
+    """Why no HTTP answer came back; the values are the metrics' attempt outcome labels.
+
+    Set by ``send`` from the exception it caught, so that nobody parses ``Response.error``.
+    """
+
+    EGRESS_REFUSED = "egress_refused"  # the egress guard refused the address
+    TIMEOUT = "timeout"  # no whole answer within request_timeout
+    CONNECT_ERROR = "connect_error"  # refused, reset, DNS failure, bad URL, broken answer
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What came back: ``status`` 0 means no HTTP answer (``error`` says why)."""
+    """What came back: ``status`` 0 means no HTTP answer (``error`` says why, ``failure``
+    what kind of failure it was)."""
 
     status: int
     body: str
     retry_after: str | None
     duration_ms: int
     error: str | None = None
+    failure: Failure | None = None
+    seconds: float = 0.0  # duration_ms unrounded, for the duration histogram
 
 
 def prepare(claim: Claim, now: float, trace: Mapping[str, str] | None = None) -> Request:
@@ -89,8 +104,8 @@ async def send(
     """POST once; never follows redirects; never raises for a network or egress failure."""
     started = clock()
 
-    def took() -> int:
-        return int((clock() - started) * 1000)
+    def took() -> float:
+        return clock() - started
 
     try:
         url = _url(request.url)
@@ -104,21 +119,35 @@ async def send(
             timeout=_timeout(timeout_seconds),
         ) as resp:
             raw = await resp.content.read(RESPONSE_BODY_LIMIT)
+            seconds = took()
             return Response(
                 status=resp.status,
                 body=raw.decode("utf-8", "replace"),
                 retry_after=resp.headers.get("retry-after"),
-                duration_ms=took(),
+                duration_ms=int(seconds * 1000),
+                seconds=seconds,
             )
     except egress.EgressRefused as exc:
-        return Response(status=0, body="", retry_after=None, duration_ms=took(), error=str(exc))
-    except TimeoutError:
-        error = f"timed out after {timeout_seconds:g} s"
-        return Response(status=0, body="", retry_after=None, duration_ms=took(), error=error)
+        return _failed(took(), str(exc), Failure.EGRESS_REFUSED)
+    except TimeoutError:  # also aiohttp's connect and read timeouts, which subclass it
+        return _failed(took(), f"timed out after {timeout_seconds:g} s", Failure.TIMEOUT)
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return Response(
-            status=0, body="", retry_after=None, duration_ms=took(), error=_describe(exc)
-        )
+        refused = _refusal(exc)
+        if refused is not None:  # the guarded resolver refused every address of the host
+            return _failed(took(), str(refused), Failure.EGRESS_REFUSED)
+        return _failed(took(), _describe(exc), Failure.CONNECT_ERROR)
+
+
+def _failed(seconds: float, error: str, failure: Failure) -> Response:
+    return Response(
+        status=0,
+        body="",
+        retry_after=None,
+        duration_ms=int(seconds * 1000),
+        error=error,
+        failure=failure,
+        seconds=seconds,
+    )
 
 
 # Endpoints are few and their URLs and secrets repeat on every delivery: parse each once.
@@ -137,13 +166,17 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds)
 
 
-def _describe(exc: BaseException) -> str:
-    # aiohttp wraps the resolver's EgressRefused; surface the guard's own words
+def _refusal(exc: BaseException) -> egress.EgressRefused | None:
+    """The guard's refusal that ``exc`` wraps (aiohttp wraps what the resolver raised)."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, egress.EgressRefused):
-            return str(cause)
+            return cause
         cause = cause.__cause__ or getattr(cause, "os_error", None)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
 
@@ -156,8 +189,13 @@ def classify(
     schedule: tuple[float, ...],
     now: float,
     rand: Callable[[], float],
+    attempt_id: str | None = None,
 ) -> Completion:
-    """Turn a response into the attempt record and the task's next state."""
+    """Turn a response into the attempt record and the task's next state.
+
+    ``attempt_id`` is the id the worker chose before sending (so that its log lines carry it);
+    a new one is made without it.
+    """
     attempt_no = claim.attempts + 1
     decision = retry.decide(
         schedule=schedule,
@@ -169,7 +207,7 @@ def classify(
     )
     succeeded = decision.outcome is retry.Outcome.SUCCESS
     attempt = Attempt(
-        id=ids.new(ids.ATTEMPT),
+        id=attempt_id if attempt_id is not None else ids.new(ids.ATTEMPT),
         msg_id=claim.message.id,
         endpoint_id=claim.endpoint.id,
         app_id=claim.message.app_id,
@@ -204,6 +242,7 @@ def not_sent(
     schedule: tuple[float, ...],
     now: float,
     rand: Callable[[], float],
+    attempt_id: str | None = None,
 ) -> Completion:
     """The failed attempt for a task that could not be sent at all (``prepare`` raised).
 
@@ -213,7 +252,9 @@ def not_sent(
     """
     request = Request(url=claim.endpoint.url, headers={}, body=b"")
     response = Response(status=0, body="", retry_after=None, duration_ms=0, error=error)
-    return classify(claim, request, response, schedule=schedule, now=now, rand=rand)
+    return classify(
+        claim, request, response, schedule=schedule, now=now, rand=rand, attempt_id=attempt_id
+    )
 
 
 def new_session(policy: egress.EgressPolicy, limit: int) -> aiohttp.ClientSession:

@@ -135,7 +135,10 @@ class Metrics:
         # delivery
         self.delivery_attempts = Counter(
             "hookline_delivery_attempts",
-            "Delivery attempts made, by outcome.",
+            "Delivery requests made, by outcome: success (2xx), http_4xx (also 1xx and 3xx: "
+            "redirects are not followed), http_5xx, timeout, connect_error (no answer: refused, "
+            "reset, DNS), egress_refused (the address is not allowed). A task whose request "
+            "could not be built is recorded as a failed attempt but not counted here.",
             ["outcome"],
             registry=r,
         )
@@ -147,21 +150,28 @@ class Metrics:
         )
         self.delivery_latency = Histogram(
             "hookline_delivery_latency_seconds",
-            "Time from a message's creation to its first successful delivery to an endpoint "
-            "(retries included; manual resends not counted).",
+            "Time from when a message first fell due (its creation, or its deliverAt when "
+            "later) to its first successful delivery to an endpoint: retries and the time held "
+            "back by rate limits, open circuits and busy endpoints included; manual resends "
+            "not counted.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.deliveries_deferred = Counter(
             "hookline_deliveries_deferred",
-            "Due delivery tasks a claim left waiting, by reason: the endpoint's rate limit, its "
-            "open circuit, or its per-endpoint concurrency being full.",
+            "Due delivery tasks a claim left waiting, by reason: rate_limited (the endpoint's "
+            "bucket is empty), circuit_open (cooling down, or its probe is out), endpoint_busy "
+            "(the worker's endpoint_concurrency slots are in use). Each task counts once per "
+            "due time, at the first claim that had to leave it waiting (not at every claim "
+            "it waits through), so the rate is tasks per second comparable to attempts; a task "
+            "left only because the worker was full is not counted. Counted per worker "
+            "process: with several, a task they all had to leave counts once in each.",
             ["reason"],
             registry=r,
         )
         self.deliveries_in_flight = Gauge(
             "hookline_deliveries_in_flight",
-            "Delivery requests in progress.",
+            "Delivery tasks a worker has claimed and not yet finished (requests in progress).",
             registry=r,
             multiprocess_mode="livesum",
         )

@@ -230,9 +230,22 @@ class ClaimPolicy(msgspec.Struct, frozen=True, kw_only=True):
     limit: int
     endpoint_slots: int = 2**31 - 1  # no per-endpoint cap unless the claimer sets one
     in_flight: dict[str, int] = {}  # endpoint id -> deliveries this claimer has in flight
+    # Count the deferrals (below) of tasks that fell due after this time, normally the
+    # claimer's previous claim; None: count nothing, and the claim costs nothing extra.
+    deferred_since: float | None = None
+    # Filled in by claim_due when ``deferred_since`` is set: reason (DEFER_* below) -> how many
+    # due tasks, due after ``deferred_since``, it left waiting because their endpoint could take
+    # no more for that reason. Each task is so counted once per claimer and due time.
+    deferred: dict[str, int] = {}
 
     def free(self, endpoint_id: str) -> int:
         return max(0, self.endpoint_slots - self.in_flight.get(endpoint_id, 0))
+
+
+# Why a due task was left waiting (ClaimPolicy.deferred); keep in step with metrics.DEFER_REASONS.
+DEFER_CIRCUIT_OPEN = "circuit_open"  # the circuit is open: cooling down, or its probe is out
+DEFER_RATE_LIMITED = "rate_limited"  # the endpoint's rate-limit bucket is empty
+DEFER_ENDPOINT_BUSY = "endpoint_busy"  # the claimer's slots for the endpoint are all in use
 
 
 class Release(msgspec.Struct, frozen=True, kw_only=True):
@@ -266,6 +279,13 @@ class EndpointHealth(msgspec.Struct, frozen=True, kw_only=True):
     def is_default(self) -> bool:
         """Healthy and not rate limited: nothing worth storing (stores drop such rows)."""
         return self == EndpointHealth(endpoint_id=self.endpoint_id)
+
+
+class EndpointSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint counts for the operator's gauges (``Store.endpoint_summary``)."""
+
+    circuits_open: int = 0  # enabled endpoints whose circuit is open (cooling down or probing)
+    disabled: int = 0  # endpoints disabled by hand, by a 410 or after failing too long
 
 
 class HealthChange(enum.Enum):

@@ -318,7 +318,7 @@ class OperationalWebhooks:
     async def _emit(self, event_type: str, data: EventData, subject: dict[str, str]) -> bool:
         """Write one event message; True when it was written. Logs, never raises.
 
-        Log fields: ``msg_id`` is the operational message (as in the worker's ``attempt_sent``
+        Log fields: ``msg_id`` is the operational message (as in the worker's ``delivery_attempt``
         for its delivery); ``subject_*`` name what the event is about. No payload, no URL.
         """
         message = Message(

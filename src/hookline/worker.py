@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import random
 import time
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import aiohttp
 import structlog
 
-from hookline import circuit, delivery, egress, errors
+from hookline import circuit, delivery, delivery_report, egress, errors, ids
 from hookline.metrics import Metrics
 from hookline.models import (
     Claim,
@@ -35,7 +36,6 @@ from hookline.models import (
     Completion,
     HealthChange,
     HealthEvent,
-    MessageStatus,
     Release,
 )
 from hookline.settings import Settings
@@ -60,6 +60,8 @@ ROOM_WAIT_SECONDS = 1.0
 # PostgreSQL's 10 s pool acquire); a failed call's backoff (ERROR_BACKOFF_MAX_SECONDS) added to
 # it still stays well below.
 HEARTBEAT_STALE_SECONDS = 30.0
+# How often the endpoint gauges (open circuits, disabled endpoints) are read from the store.
+ENDPOINT_SUMMARY_SECONDS = 5.0
 
 log = structlog.get_logger("hookline.worker")
 
@@ -117,6 +119,7 @@ class Worker:
         self._on_outcomes = on_outcomes
         self._metrics = metrics
         self._tracing = tracing
+        self._report = delivery_report.DeliveryReport(metrics)
         self._circuit = circuit.CircuitPolicy(
             failures=settings.circuit_failures,
             cooldown=settings.circuit_cooldown,
@@ -132,8 +135,14 @@ class Worker:
         # outcomes not yet committed, each with the end of its claim's lease (store clock)
         self._completed: list[tuple[Completion, float]] = []
         self._recorder: asyncio.Task[None] | None = None
-        self._debug = settings.log_level.lower() == "debug"
         self._last_claim_at = 0.0
+        # Deferrals are counted for tasks that fell due after this (the previous claim): each
+        # task is so counted once however many claims it waits through. From the start, not
+        # before: a restart must not count again the backlog it found (a spike in the rate).
+        self._deferred_since = 0.0
+        # The context of run(), without any delivery's ids: the recorder starts from it.
+        self._context = contextvars.copy_context()
+        self._summary_errors = StoreErrors("endpoint_summary_failed")
         self._stopping_at: float | None = None  # store clock when stop was seen, for the drain
         self._claim_errors = StoreErrors("claim_failed")
         self._due_errors = StoreErrors("next_due_failed")
@@ -158,6 +167,7 @@ class Worker:
                 self._per_endpoint[endpoint_id] = held - 1
             else:
                 self._per_endpoint.pop(endpoint_id, None)
+            self._report.in_flight(len(self._inflight))
             if held >= self._settings.endpoint_concurrency:
                 # The endpoint was full, so the last claim may have held its work back: claim
                 # again now rather than at the next held-back poll, or a busy endpoint with a
@@ -175,6 +185,13 @@ class Worker:
         )
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(self._wake_for_stop)
+        self._context = contextvars.copy_context()
+        self._deferred_since = self._clock()
+        gauges = (
+            asyncio.create_task(self._watch_endpoints(stop), name="endpoint-gauges")
+            if self._metrics is not None
+            else None
+        )
         while not stop.is_set():
             self.heartbeat.beat()
             free = settings.worker_concurrency - len(self._inflight)
@@ -188,6 +205,7 @@ class Worker:
                 limit=min(free, CLAIM_BATCH),
                 endpoint_slots=settings.endpoint_concurrency,
                 in_flight=dict(self._per_endpoint),
+                deferred_since=self._deferred_since if self._report.counts_deferrals else None,
             )
             self._last_claim_at = self._clock()
             try:
@@ -198,6 +216,9 @@ class Worker:
                 await _wait(stop, self._claim_errors.failed(exc))
                 continue
             self._claim_errors.succeeded()
+            self._deferred_since = self._last_claim_at
+            if policy.deferred:
+                self._report.deferred(policy.deferred)
             lease_ends = self._last_claim_at + settings.lease_seconds
             for claim in claims:
                 task = asyncio.create_task(self._deliver(claim, lease_ends))
@@ -205,11 +226,28 @@ class Worker:
                 endpoint_id = claim.endpoint.id
                 self._per_endpoint[endpoint_id] = self._per_endpoint.get(endpoint_id, 0) + 1
                 task.add_done_callback(self._finished)
+            if claims:
+                self._report.in_flight(len(self._inflight))
             if len(claims) < policy.limit:
                 await self._idle(stop)
         stopping.cancel()
+        if gauges is not None:
+            gauges.cancel()
+            await asyncio.wait([gauges])
         await self._drain(stop)
         log.info("worker_stopped")
+
+    async def _watch_endpoints(self, stop: asyncio.Event) -> None:
+        """Refresh the endpoint gauges every ``ENDPOINT_SUMMARY_SECONDS`` (two small reads)."""
+        while not stop.is_set():
+            try:
+                summary = await self._store.endpoint_summary()
+            except Exception as exc:
+                await _wait(stop, self._summary_errors.failed(exc))
+                continue
+            self._summary_errors.succeeded()
+            self._report.endpoints(summary)
+            await _wait(stop, ENDPOINT_SUMMARY_SECONDS)
 
     async def _drain(self, stop: asyncio.Event) -> None:
         """Give in-flight deliveries the grace period, then cancel and release the rest."""
@@ -287,6 +325,15 @@ class Worker:
             deliver = functools.partial(self._deliver, claim, lease_ends)
             return await self._tracing.attempt(claim, deliver)
         settings = self._settings
+        attempt_id = ids.new(ids.ATTEMPT)
+        # Every line logged during this delivery carries its ids. Bound without unbinding: a
+        # delivery runs as a task of its own, in a copy of run()'s context that ends with it.
+        structlog.contextvars.bind_contextvars(
+            msg_id=claim.message.id,
+            endpoint_id=claim.endpoint.id,
+            app_id=claim.message.app_id,
+            attempt_id=attempt_id,
+        )
         try:
             request = delivery.prepare(claim, self._clock(), trace)
         except Exception as exc:
@@ -297,22 +344,18 @@ class Worker:
                 if isinstance(exc, delivery.Unpreparable)
                 else f"the request could not be prepared ({type(exc).__name__})"
             )
-            log.warning(
-                "delivery_unprepared",
-                msg_id=claim.message.id,
-                endpoint_id=claim.endpoint.id,
-                error=problem,
+            log.warning("delivery_unprepared", error=problem)
+            unsent = delivery.not_sent(
+                claim,
+                problem,
+                schedule=settings.retry_schedule,
+                now=self._clock(),
+                rand=self._rand,
+                attempt_id=attempt_id,
             )
-            return self._record(
-                delivery.not_sent(
-                    claim,
-                    problem,
-                    schedule=settings.retry_schedule,
-                    now=self._clock(),
-                    rand=self._rand,
-                ),
-                lease_ends,
-            )
+            self._record(unsent, lease_ends)
+            self._report.unprepared(unsent)
+            return unsent
         try:
             response = await delivery.send(
                 self._session,
@@ -328,25 +371,16 @@ class Worker:
                 schedule=settings.retry_schedule,
                 now=now,
                 rand=self._rand,
+                attempt_id=attempt_id,
             )
         except asyncio.CancelledError:
             raise  # a shutdown past its grace: the drain releases the task
         except Exception:
             # The lease will run out and the task be claimed again: at-least-once, never lost.
-            log.exception("delivery_failed", msg_id=claim.message.id, endpoint_id=claim.endpoint.id)
+            log.exception("delivery_failed")
             return None
         self._record(done, lease_ends)
-        if self._debug:
-            a = done.attempt
-            log.debug(
-                "attempt_sent",
-                msg_id=a.msg_id,
-                endpoint_id=a.endpoint_id,
-                attempt_id=a.id,
-                status_code=a.response_status_code,
-                next_status=MessageStatus(done.next_status).text,
-                duration_ms=a.duration_ms,
-            )
+        self._report.attempt(claim, done, response)
         return done
 
     def _record(self, done: Completion, lease_ends: float) -> Completion:
@@ -360,7 +394,10 @@ class Worker:
         """
         self._completed.append((done, lease_ends))
         if self._recorder is None:
-            self._recorder = asyncio.create_task(self._flush_completed())
+            # started from run()'s context, not this delivery's: its lines are about a batch
+            self._recorder = asyncio.create_task(
+                self._flush_completed(), context=self._context.copy()
+            )
         return done
 
     async def _flush_completed(self) -> None:
@@ -457,12 +494,21 @@ class StoreErrors:
 
 
 def _log_changes(batch: Sequence[Completion], events: Sequence[HealthEvent]) -> None:
-    """One log event per endpoint state change, with the ids, never one per request."""
+    """One log event per endpoint state change, with the ids, never one per request.
+
+    The store reports each change once (``complete``): ``circuit_opened``, ``circuit_closed``
+    and ``endpoint_disabled``, whose ``reason`` tells a 410 answer (``gone``) from failing
+    for ``endpoint_disable_after`` (``failing``).
+    """
     if not events:
         return
     apps = {done.attempt.endpoint_id: done.attempt.app_id for done in batch}
+    gone = {done.attempt.endpoint_id for done in batch if done.disable_endpoint}
     for event in events:
         emit = log.info if event.change is HealthChange.CIRCUIT_CLOSED else log.warning
+        why = {}
+        if event.change is HealthChange.DISABLED:
+            why["reason"] = "gone" if event.endpoint_id in gone else "failing"
         emit(
             event.change.value,
             endpoint_id=event.endpoint_id,
@@ -470,6 +516,7 @@ def _log_changes(batch: Sequence[Completion], events: Sequence[HealthEvent]) -> 
             failures=event.failures,
             failing_since=event.failing_since,
             paused_until=event.paused_until,
+            **why,
         )
 
 

@@ -185,7 +185,7 @@ ISOLATION_TIMEOUT_SECONDS = 2.0
 ISOLATION_ENV = {
     "HOOKLINE_REQUEST_TIMEOUT": f"{ISOLATION_TIMEOUT_SECONDS:g}",
     "HOOKLINE_RETRY_SCHEDULE": "",  # empty: hookline's default (5 s, 5 min, ...), not the tests'
-    "HOOKLINE_LOG_LEVEL": "info",  # the default; debug would log two lines per delivery
+    "HOOKLINE_LOG_LEVEL": "info",  # the default (one delivery_attempt line per attempt)
 }
 HEALTHY_ENDPOINTS = 10
 HANGING_ENDPOINTS = 10
@@ -384,7 +384,7 @@ NOMINAL_SPAN_SECONDS = (RATE_MESSAGES - BURST) / RATE
 MIN_STEADY_SHARE = 0.85
 # In any one second: the limit plus the burst, plus a little for delivery latencies that vary.
 MAX_PER_SECOND = RATE + BURST + 2
-RATE_ENV = {"HOOKLINE_LOG_LEVEL": "debug"}  # attempt_sent lines show which worker sent what
+RATE_ENV = {"HOOKLINE_LOG_LEVEL": "info"}  # delivery_attempt lines show which worker sent what
 
 
 @dataclass(frozen=True)
@@ -393,7 +393,7 @@ class _RateRun:
     arrivals: list[Recorded]
     ids: list[str]
     attempts: list[dict[str, Any]]
-    sent_by_worker: list[int]  # attempt_sent lines per worker process
+    sent_by_worker: list[int]  # delivery_attempt lines per worker process
     exit_codes: list[int | None]
 
     @property
@@ -440,7 +440,7 @@ def _rate_limited_run(
             )
         for server in running:
             server.assert_running()
-        sent = [len(_events(w.output(), "attempt_sent")) for w in workers]
+        sent = [len(_events(w.output(), "delivery_attempt")) for w in workers]
         exit_codes = [server.stop() for server in reversed(running)]
     return _RateRun(topology, arrivals, ids, attempts, sent, exit_codes)
 

@@ -38,6 +38,7 @@ from hookline.models import (
     Endpoint,
     EndpointHealth,
     EndpointStats,
+    EndpointSummary,
     EventType,
     HealthEvent,
     Message,
@@ -310,6 +311,14 @@ class Store(Protocol):
         ...
 
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None: ...
+    async def endpoint_summary(self) -> EndpointSummary:
+        """How many enabled endpoints have an open circuit, and how many are disabled.
+
+        For gauges refreshed every few seconds: one read of ``endpoint_health`` (which holds
+        only failing or rate-limited endpoints) and one count of ``endpoints``.
+        """
+        ...
+
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         """Queue the message for the endpoint again now (a manual attempt, a fresh budget).
 

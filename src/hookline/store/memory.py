@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 from msgspec.structs import replace
 
+from hookline import admission as admission_
 from hookline import errors, ids
 from hookline.admission import Admission, rate_of
 from hookline.circuit import CircuitPolicy, after_attempts, gone_event
@@ -31,6 +32,7 @@ from hookline.models import (
     Endpoint,
     EndpointHealth,
     EndpointStats,
+    EndpointSummary,
     EventType,
     HealthChange,
     HealthEvent,
@@ -475,12 +477,21 @@ class MemoryStore:
         # Ties broken by key so every backend hands out the same order.
         due.sort(key=lambda d: (d[0], d[1].msg_id, d[1].endpoint_id))
 
+        counting = policy.deferred_since is not None
+        policy.deferred.clear()
         claims: list[Claim] = []
         for _, task in due:
-            if len(claims) >= policy.limit:
-                break
-            key = (task.msg_id, task.endpoint_id)
             endpoint = self._endpoints[task.endpoint_id]
+            if len(claims) >= policy.limit:
+                if not counting:
+                    break
+                # Full: nothing more goes, but an endpoint that could take nothing anyway (as
+                # the other stores know from the claimer's slots and endpoint_health) still
+                # counts its waiting tasks as deferred.
+                if not endpoint.disabled:
+                    admission.remaining(endpoint)
+                continue
+            key = (task.msg_id, task.endpoint_id)
             if endpoint.disabled:
                 self._tasks[key] = replace(
                     task,
@@ -510,7 +521,30 @@ class MemoryStore:
                 )
             )
         self._keep_health(admission.changed())
+        if counting:
+            handed_out = {(c.message.id, c.endpoint.id) for c in claims}
+            self._count_deferred(policy, admission.closed(), due, handed_out)
         return claims
+
+    def _count_deferred(
+        self,
+        policy: ClaimPolicy,
+        reasons: Mapping[str, str],
+        due: list[tuple[float, _Task]],
+        claimed: set[tuple[str, str]],
+    ) -> None:
+        """Keep in step with ``sqlite_claiming.count_deferred``: waiting tasks, due since."""
+        since = policy.deferred_since
+        counts: dict[str, int] = {}
+        for due_at, task in due:
+            if (
+                task.endpoint_id in reasons
+                and since is not None
+                and due_at > since
+                and (task.msg_id, task.endpoint_id) not in claimed
+            ):
+                counts[task.endpoint_id] = counts.get(task.endpoint_id, 0) + 1
+        admission_.tally(policy, reasons, counts.items())
 
     async def complete(
         self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
@@ -607,6 +641,18 @@ class MemoryStore:
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         """The endpoint's stored delivery state; None while it has never failed or been limited."""
         return self._health.get(endpoint_id)
+
+    async def endpoint_summary(self) -> EndpointSummary:
+        """Open circuits of enabled endpoints, and disabled endpoints."""
+        circuits = sum(
+            1
+            for endpoint_id, health in self._health.items()
+            if health.circuit_open
+            and (e := self._endpoints.get(endpoint_id)) is not None
+            and not e.disabled
+        )
+        disabled = sum(1 for e in self._endpoints.values() if e.disabled)
+        return EndpointSummary(circuits_open=circuits, disabled=disabled)
 
     def _apply_completions(
         self, completions: Sequence[Completion], now: float

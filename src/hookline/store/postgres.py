@@ -34,7 +34,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -50,6 +50,7 @@ from hookline.models import (
     Endpoint,
     EndpointHealth,
     EndpointStats,
+    EndpointSummary,
     EventType,
     HealthEvent,
     Message,
@@ -59,14 +60,15 @@ from hookline.models import (
     Release,
     Token,
 )
-from hookline.store import postgres_claiming as claiming
 from hookline.store import (
+    observer,
     postgres_ingest,
     postgres_pool,
     postgres_retention,
     postgres_wakeup,
     queries,
 )
+from hookline.store import postgres_claiming as claiming
 from hookline.store import postgres_rows as rows
 from hookline.store.base import (
     KEY_TAKEN_OVER,
@@ -80,6 +82,9 @@ from hookline.store.base import (
     TokenInfo,
 )
 from hookline.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from hookline.metrics import Metrics
 
 Q = queries.load("postgres")
 FOREVER = 1e18  # an upper bound for open time windows, in epoch seconds
@@ -99,8 +104,11 @@ class PostgresStore(postgres_pool.Database):
         *,
         pool_size: int = postgres_pool.POOL_SIZE,
         local_clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
-        super().__init__(url, pool_size=pool_size, local_clock=local_clock)
+        super().__init__(
+            url, pool_size=pool_size, local_clock=local_clock, commits=observer.of(metrics)
+        )
         self._origin = secrets.token_hex(8)
         self._wakeup = postgres_wakeup.PgWakeup(self._connect, self._origin)
         self._ingest = postgres_ingest.Ingest(
@@ -316,14 +324,22 @@ class PostgresStore(postgres_pool.Database):
     async def claim_due(self, now: float, policy: ClaimPolicy, lease_seconds: float) -> list[Claim]:
         if policy.limit <= 0:
             return []
-        return await self._retrying(lambda c: claiming.claim(c, now, policy, lease_seconds))
+        return await self._retrying(
+            lambda c: claiming.claim(c, now, policy, lease_seconds),
+            operation=observer.CLAIM,
+            items=len,
+        )
 
     async def complete(
         self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
     ) -> list[HealthEvent]:
         if not completions:
             return []
-        return await self._retrying(lambda c: claiming.complete(c, completions, now, circuit))
+        return await self._retrying(
+            lambda c: claiming.complete(c, completions, now, circuit),
+            operation=observer.COMPLETE,
+            items=lambda _: len(completions),
+        )
 
     async def release(self, releases: Sequence[Release], now: float) -> int:
         if not releases:
@@ -371,6 +387,10 @@ class PostgresStore(postgres_pool.Database):
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         r = await self._fetchrow(Q["health_get"], endpoint_id)
         return None if r is None else rows.health(r)
+
+    async def endpoint_summary(self) -> EndpointSummary:
+        r = await self._fetchrow(Q["endpoint_summary"])
+        return EndpointSummary(circuits_open=int(r[0]), disabled=int(r[1]))
 
     async def requeue(self, app_id: str, msg_id: str, endpoint_id: str, now: float) -> None:
         async def op(c: Any) -> None:

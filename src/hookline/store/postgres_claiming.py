@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hookline import admission as admission_
 from hookline.admission import Admission, rate_of
 from hookline.circuit import CircuitPolicy, after_attempts, gone_event
 from hookline.models import (
@@ -53,8 +54,11 @@ async def claim(c: Any, now: float, policy: ClaimPolicy, lease_seconds: float) -
 
     Must run inside a transaction: the row locks it takes are what keep claimers apart.
     """
-    blocked = {e for e, n in policy.in_flight.items() if n >= policy.endpoint_slots}
-    blocked.update(r[0] for r in await c.fetch(Q["claim_blocked_endpoints"], now))
+    policy.deferred.clear()  # a transaction run again after a deadlock counts afresh
+    held = admission_.blocked_before(
+        policy, [(r[0], bool(r[1])) for r in await c.fetch(Q["claim_blocked_endpoints"], now)]
+    )
+    blocked = set(held)
     endpoints: dict[str, Endpoint] = {}
     admission = Admission(policy, now, lease_seconds, {})
     disabled: list[Due] = []
@@ -85,15 +89,18 @@ async def claim(c: Any, now: float, policy: ClaimPolicy, lease_seconds: float) -
             [r[3] for r in disabled],
         )
     await store_health(c, admission.changed(), healths)
+    if chosen:
+        await c.execute(
+            Q["claim_lease"],
+            now + lease_seconds,
+            now,
+            [r[0] for r in chosen],
+            [r[1] for r in chosen],
+        )
+    if policy.deferred_since is not None:
+        await _count_deferred(c, now, policy, {**held, **admission.closed()})
     if not chosen:
         return []
-    await c.execute(
-        Q["claim_lease"],
-        now + lease_seconds,
-        now,
-        [r[0] for r in chosen],
-        [r[1] for r in chosen],
-    )
     messages = await messages_by_id(c, {r[0] for r in chosen})
     return [
         Claim(
@@ -105,6 +112,14 @@ async def claim(c: Any, now: float, policy: ClaimPolicy, lease_seconds: float) -
         )
         for r in chosen
     ]
+
+
+async def _count_deferred(c: Any, now: float, policy: ClaimPolicy, reasons: dict[str, str]) -> None:
+    """``sqlite_claiming.count_deferred``: after claim_lease, so only what waits is counted."""
+    if not reasons or policy.deferred_since is None:
+        return
+    counts = await c.fetch(Q["claim_deferred_count"], list(reasons), policy.deferred_since, now)
+    admission_.tally(policy, reasons, [(r[0], int(r[1])) for r in counts])
 
 
 async def _per_endpoint(

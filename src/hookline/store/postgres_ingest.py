@@ -26,8 +26,8 @@ from typing import Any
 
 from hookline import errors
 from hookline.models import Message, routes_to
+from hookline.store import observer, queries
 from hookline.store import postgres_rows as rows
-from hookline.store import queries
 from hookline.store.base import KEY_TAKEN_OVER, IdempotentWrite
 
 Q = queries.load("postgres")
@@ -52,7 +52,7 @@ class Ingest:
 
     def __init__(
         self,
-        transaction: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        transaction: Callable[..., Awaitable[Any]],
         origin: str,
         lanes: int = LANES,
     ) -> None:
@@ -83,7 +83,11 @@ class Ingest:
 
     async def _commit(self, batch: list[_Write]) -> None:
         try:
-            results = await self._transaction(lambda c: _write_all(c, batch, self._origin))
+            results = await self._transaction(
+                lambda c: _write_all(c, batch, self._origin),
+                operation=observer.INGEST,
+                items=_written,
+            )
         except errors.Unavailable as exc:
             for write in batch:
                 _answer(write, exc)
@@ -104,6 +108,11 @@ class Ingest:
         self.batches += 1
         for write, result in zip(batch, results, strict=True):
             _answer(write, result)
+
+
+def _written(results: list[int | Exception]) -> int:
+    """Messages a batch committed: the refused ones wrote nothing."""
+    return sum(1 for r in results if not isinstance(r, Exception))
 
 
 def _answer(write: _Write, result: object) -> None:

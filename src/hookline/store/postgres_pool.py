@@ -25,8 +25,8 @@ import asyncpg
 import structlog
 
 from hookline import errors
+from hookline.store import observer, queries
 from hookline.store import postgres_rows as rows
-from hookline.store import queries
 
 T = TypeVar("T")
 Q = queries.load("postgres")
@@ -44,9 +44,15 @@ class Database:
     """A pool on one PostgreSQL database, the transactions run on it and the server's clock."""
 
     def __init__(
-        self, url: str, *, pool_size: int = POOL_SIZE, local_clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        local_clock: Callable[[], float] = time.time,
+        commits: observer.Commits | None = None,
     ) -> None:
         self.url = url
+        self._commits = commits
         self._pool_size = pool_size
         self._local_clock = local_clock
         self._offset = 0.0  # database clock - local clock, seconds
@@ -127,21 +133,41 @@ class Database:
             self._refused_at, self._refusal = time.monotonic(), refusal
             raise refusal from exc
 
-    async def _transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``fn(conn)`` in one transaction; its result once the commit returned."""
-        async with self._connection() as c, c.transaction():
-            result = await fn(c)
+    async def _transaction(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        *,
+        operation: str | None = None,
+        items: Callable[[T], int] | None = None,
+    ) -> T:
+        """Run ``fn(conn)`` in one transaction; its result once the commit returned.
+
+        ``operation`` names it for the commit metrics, with ``items(result)`` items written.
+        """
+        async with self._connection() as c:
+            started = time.perf_counter()
+            async with c.transaction():
+                result = await fn(c)
+            if operation is not None and self._commits is not None:
+                written = 1 if items is None else items(result)
+                self._commits.committed(operation, time.perf_counter() - started, written)
         self.wrote_at = time.monotonic()
         if self._refused_at is not None:
             log.info("store_writable", was="unreachable")
             self._refused_at = self._refusal = None
         return result
 
-    async def _retrying(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def _retrying(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        *,
+        operation: str | None = None,
+        items: Callable[[T], int] | None = None,
+    ) -> T:
         """``_transaction``, run again when PostgreSQL broke a deadlock by aborting it."""
         for attempt in range(TRANSACTION_TRIES):
             try:
-                return await self._transaction(fn)
+                return await self._transaction(fn, operation=operation, items=items)
             except rows.RETRY_AGAIN:
                 if attempt == TRANSACTION_TRIES - 1:
                     raise

@@ -30,10 +30,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from hookline import admission as admission_
 from hookline import errors, ids
 from hookline.admission import Admission
 from hookline.circuit import CircuitPolicy, after_attempts, gone_event
@@ -47,6 +48,7 @@ from hookline.models import (
     Endpoint,
     EndpointHealth,
     EndpointStats,
+    EndpointSummary,
     EventType,
     HealthChange,
     HealthEvent,
@@ -60,7 +62,7 @@ from hookline.models import (
     Trigger,
     routes_to,
 )
-from hookline.store import queries, sqlite_retention, sqlite_rows, sqlite_writer
+from hookline.store import observer, queries, sqlite_retention, sqlite_rows, sqlite_writer
 from hookline.store import sqlite_claiming as claiming
 from hookline.store.base import (
     KEY_TAKEN_OVER,
@@ -74,6 +76,9 @@ from hookline.store.base import (
     TokenInfo,
 )
 from hookline.wakeup import LocalWakeup, Wakeup
+
+if TYPE_CHECKING:
+    from hookline.metrics import Metrics
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
@@ -95,9 +100,9 @@ def path_from_url(url: str) -> Path:
 class SqliteStore:
     """The ``Store`` Protocol on one SQLite database file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, metrics: Metrics | None = None) -> None:
         self.path = Path(path)
-        self._writer = sqlite_writer.Writer(self.path)
+        self._writer = sqlite_writer.Writer(self.path, observer.of(metrics))
         self._wakeup = LocalWakeup()
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="hookline-sqlite-r")
         self._local = threading.local()
@@ -154,8 +159,15 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False) -> T:
-        return await self._writer.run(fn, bulk=bulk)
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        bulk: bool = False,
+        operation: str | None = None,
+        items: int | None = 1,
+    ) -> T:
+        return await self._writer.run(fn, bulk=bulk, operation=operation, items=items)
 
     # tenants and tokens ------------------------------------------------------------------------
     async def ensure_org(self, name: str, now: float) -> Org:
@@ -369,7 +381,7 @@ class SqliteStore:
                 _finish_idempotency(c, idempotency)
             return len(targets)
 
-        return await self._write(op)
+        return await self._write(op, operation=observer.INGEST)
 
     async def get_message(self, app_id: str, ref: str) -> Message | None:
         row = await self._read(
@@ -409,12 +421,15 @@ class SqliteStore:
         params = {"now": now, "limit": policy.limit}
 
         def op(c: sqlite3.Connection) -> list[Claim]:
+            policy.deferred.clear()
             # Endpoints known to be unable to send now: full at this claimer, circuit open,
             # bucket empty. With none, the oldest due tasks are read in due order (the common
             # case, one range read); otherwise per endpoint, so that a blocked endpoint's
             # backlog at the head of the queue is never read, let alone held up anybody else.
-            blocked = {e for e, n in policy.in_flight.items() if n >= policy.endpoint_slots}
-            blocked.update(e for (e,) in c.execute(Q["claim_blocked_endpoints"], {"now": now}))
+            held = admission_.blocked_before(
+                policy, c.execute(Q["claim_blocked_endpoints"], {"now": now}).fetchall()
+            )
+            blocked = set(held)
             endpoints: dict[str, Endpoint] = {}
             admission = Admission(policy, now, lease_seconds, {})
             disabled: list[claiming.Due] = []
@@ -438,15 +453,17 @@ class SqliteStore:
             chosen.sort(key=lambda r: r[5])
             for msg_id, endpoint_id, _, lease, *_ in disabled:  # nothing would ever send them
                 c.execute(Q["delivery_fail_disabled_unleased"], (now, msg_id, endpoint_id, lease))
-            if not chosen:
-                claiming.store_health(c, admission.changed())
-                return []
-            lease_until = now + lease_seconds
-            c.executemany(
-                Q["claim_lease"],
-                [(lease_until, now, msg_id, endpoint_id) for msg_id, endpoint_id, *_ in chosen],
-            )
             claiming.store_health(c, admission.changed())
+            if chosen:
+                lease_until = now + lease_seconds
+                c.executemany(
+                    Q["claim_lease"],
+                    [(lease_until, now, msg_id, endpoint_id) for msg_id, endpoint_id, *_ in chosen],
+                )
+            if policy.deferred_since is not None:
+                claiming.count_deferred(c, now, policy, {**held, **admission.closed()})
+            if not chosen:
+                return []
             messages = sqlite_rows.messages_by_id(c, {r[0] for r in chosen})
             return [
                 Claim(
@@ -459,7 +476,7 @@ class SqliteStore:
                 for msg_id, endpoint_id, attempts, lease, trigger, _ in chosen
             ]
 
-        return await self._write(op)
+        return await self._write(op, operation=observer.CLAIM, items=None)
 
     async def complete(
         self, completions: Sequence[Completion], now: float, circuit: CircuitPolicy | None = None
@@ -529,7 +546,7 @@ class SqliteStore:
             claiming.store_health(c, changed)
             return events
 
-        return await self._write(op)
+        return await self._write(op, operation=observer.COMPLETE, items=len(completions))
 
     async def release(self, releases: Sequence[Release], now: float) -> int:
         rows = [
@@ -566,6 +583,10 @@ class SqliteStore:
     async def endpoint_health(self, endpoint_id: str) -> EndpointHealth | None:
         row = await self._read(lambda c: c.execute(Q["health_get"], (endpoint_id,)).fetchone())
         return None if row is None else sqlite_rows.health(row)
+
+    async def endpoint_summary(self) -> EndpointSummary:
+        row = await self._read(lambda c: c.execute(Q["endpoint_summary"]).fetchone())
+        return EndpointSummary(circuits_open=int(row[0]), disabled=int(row[1]))
 
     async def next_due_at(self) -> float | None:
         row = await self._read(lambda c: c.execute(Q["next_due"]).fetchone())

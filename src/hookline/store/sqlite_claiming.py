@@ -6,12 +6,14 @@ work endpoint by endpoint when some endpoints are blocked, so that their backlog
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hookline import admission as admission_
 from hookline.admission import Admission
-from hookline.models import Endpoint, EndpointHealth
+from hookline.models import ClaimPolicy, Endpoint, EndpointHealth
 from hookline.store import queries, sqlite_rows
 
 Q = queries.load("sqlite")
@@ -110,3 +112,19 @@ def store_health(c: sqlite3.Connection, healths: Sequence[EndpointHealth]) -> No
         c.executemany(Q["health_reset"], gone)
     if kept:
         c.executemany(Q["health_upsert"], kept)
+
+
+def count_deferred(
+    c: sqlite3.Connection, now: float, policy: ClaimPolicy, reasons: Mapping[str, str]
+) -> None:
+    """Count into ``policy.deferred`` the held-back endpoints' tasks due since the last claim.
+
+    Runs after the claim leased its tasks, so that only the ones left waiting are counted.
+    """
+    if not reasons or policy.deferred_since is None:
+        return
+    counts = c.execute(
+        Q["claim_deferred_count"],
+        {"endpoints": json.dumps(list(reasons)), "since": policy.deferred_since, "now": now},
+    ).fetchall()
+    admission_.tally(policy, reasons, counts)

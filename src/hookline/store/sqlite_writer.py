@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import structlog
 
 from hookline import errors
+from hookline.store import observer
 
 T = TypeVar("T")
 log = structlog.get_logger("hookline.sqlite")
@@ -118,6 +119,8 @@ _REFUSALS: dict[str, tuple[int, str]] = {
 class _Op:
     fn: Callable[[sqlite3.Connection], Any]
     bulk: bool
+    operation: str | None = None  # what the metrics call it (observer.INGEST, ...), if counted
+    items: int | None = 1  # how many items it writes; None: as many as its result holds
 
 
 def _unwritable(exc: BaseException) -> str | None:
@@ -192,8 +195,9 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
 class Writer:
     """Runs write operations in batches, one transaction per batch (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, commits: observer.Commits | None = None) -> None:
         self._path = path
+        self._commits = commits
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hookline-sqlite-writer")
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[_Op, asyncio.Future[Any]]] = []
@@ -223,8 +227,18 @@ class Writer:
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         return conn
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, bulk: bool = False) -> T:
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        bulk: bool = False,
+        operation: str | None = None,
+        items: int | None = 1,
+    ) -> T:
         """Run ``fn`` in the next transaction; ``bulk`` for a statement that may touch many rows.
+
+        ``operation`` names it for the commit metrics, with the ``items`` it writes (None: the
+        length of its result); a transaction counts once for each operation it carried.
 
         A bulk operation (recover, deleting an application, purging) runs on the writer thread
         rather than the event loop: one long statement step there holds the loop for its whole
@@ -238,7 +252,7 @@ class Writer:
             raise _unavailable(QUEUE_FULL)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.append((_Op(fn, bulk), fut))
+        self._queue.append((_Op(fn, bulk, operation, items), fut))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
             self._flusher.add_done_callback(self._flusher_done)
@@ -314,6 +328,7 @@ class Writer:
                 await self._abandon(conn)
                 conn = await self._connection()
             changes = conn.total_changes
+            started = time.perf_counter()
             await _begin(conn)
         # e.g. another process held the write lock past BUSY_TIMEOUT_MS; the connection could
         # not be opened; a cancellation while _begin waited for the lock (nothing begun then)
@@ -339,6 +354,8 @@ class Writer:
         # Only a commit that wrote rows shows there is room: an empty one (a claim that found
         # nothing due) commits even on a full disk.
         self._committed(wrote=conn.total_changes > changes)
+        if self._commits is not None:
+            _observe(self._commits, ops, outcomes, time.perf_counter() - started)
         return outcomes
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -528,6 +545,20 @@ def _probe_file(directory: Path) -> int:
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     os.unlink(path)  # the space stays allocated until the descriptor closes
     return fd
+
+
+def _observe(
+    commits: observer.Commits, ops: list[_Op], outcomes: list[tuple[bool, Any]], seconds: float
+) -> None:
+    """Report one committed transaction once per operation it carried, with what succeeded."""
+    written: dict[str, int] = {}
+    for op, (ok, result) in zip(ops, outcomes, strict=True):
+        if op.operation is None:
+            continue
+        items = 0 if not ok else (len(result) if op.items is None else op.items)
+        written[op.operation] = written.get(op.operation, 0) + items
+    for operation, items in written.items():
+        commits.committed(operation, seconds, items)
 
 
 class _Interrupted(Exception):

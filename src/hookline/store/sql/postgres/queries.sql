@@ -169,12 +169,22 @@ FOR UPDATE SKIP LOCKED
 -- Endpoints that may send nothing now: circuit open and cooling down, or rate-limit bucket
 -- below one token (keep in step with circuit.admits and ratelimit.allowance). Read without
 -- locks: it only picks the claim's path; the locked rows decide what is handed out.
+-- The second column says which (true: the circuit), for the deferral counts.
 -- name: claim_blocked_endpoints
-SELECT h.endpoint_id FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
+SELECT h.endpoint_id, h.circuit_open AND h.paused_until > $1
+FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
 WHERE (h.circuit_open AND h.paused_until > $1)
     OR (h.tokens IS NOT NULL AND coalesce(e.rate_limit, e.throttle_rate) > 0
         AND h.tokens + greatest(0, $1 - h.tokens_at) * coalesce(e.rate_limit, e.throttle_rate)
             < 0.9999)
+
+-- How many of these endpoints' tasks fell due in (since, now] and are still waiting: run after
+-- claim_lease, so what the claim handed out is no longer due (keep in step with sqlite's).
+-- name: claim_deferred_count
+SELECT endpoint_id, count(*) FROM deliveries
+WHERE endpoint_id IN (SELECT id FROM endpoints WHERE id = ANY($1::text[]) AND NOT disabled)
+    AND status IN (1, 3) AND due_at > $2 AND due_at <= $3
+GROUP BY endpoint_id
 
 -- The endpoints with waiting work and when their oldest task is due: a loose index scan over
 -- deliveries_waiting, one index seek per endpoint however many tasks each one has queued.
@@ -243,6 +253,15 @@ ON CONFLICT (endpoint_id) DO UPDATE SET failures = EXCLUDED.failures,
     failing_since = EXCLUDED.failing_since, circuit_open = EXCLUDED.circuit_open,
     paused_until = EXCLUDED.paused_until, cooldown = EXCLUDED.cooldown,
     probing = EXCLUDED.probing, tokens = EXCLUDED.tokens, tokens_at = EXCLUDED.tokens_at
+
+-- The gauges' endpoint counts (Store.endpoint_summary): endpoint_health holds only failing or
+-- rate-limited endpoints; the disabled ones are counted over endpoints, which has no index on
+-- disabled (the table is small next to deliveries, and this runs every few seconds).
+-- name: endpoint_summary
+SELECT
+    (SELECT count(*) FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
+     WHERE h.circuit_open AND NOT e.disabled),
+    (SELECT count(*) FROM endpoints WHERE disabled)
 
 -- name: health_get
 SELECT endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing,

@@ -131,13 +131,27 @@ WHERE status IN (1, 3) AND due_at <= :now
 ORDER BY due_at LIMIT :limit
 
 -- Endpoints that may send nothing now: circuit open and cooling down, or rate-limit bucket
--- below one token (keep in step with circuit.admits and ratelimit.allowance).
+-- below one token (keep in step with circuit.admits and ratelimit.allowance). The second
+-- column says which (1: the circuit), for the deferral counts.
 -- name: claim_blocked_endpoints
-SELECT h.endpoint_id FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
+SELECT h.endpoint_id, h.circuit_open = 1 AND h.paused_until > :now
+FROM endpoint_health h JOIN endpoints e ON e.id = h.endpoint_id
 WHERE (h.circuit_open = 1 AND h.paused_until > :now)
     OR (h.tokens IS NOT NULL AND coalesce(e.rate_limit, e.throttle_rate) > 0
         AND h.tokens + max(0, :now - h.tokens_at) * coalesce(e.rate_limit, e.throttle_rate)
             < 0.9999)
+
+-- How many of these endpoints' tasks fell due in (since, now] and are still waiting: run after
+-- claim_lease, so what the claim handed out is no longer due. One range per endpoint on
+-- deliveries_waiting, as long as the tasks that fell due since the claimer's last claim.
+-- name: claim_deferred_count
+SELECT endpoint_id, count(*) FROM deliveries
+WHERE endpoint_id IN (
+        SELECT id FROM endpoints
+        WHERE id IN (SELECT value FROM json_each(:endpoints)) AND disabled = 0
+    )
+    AND status IN (1, 3) AND due_at > :since AND due_at <= :now
+GROUP BY endpoint_id
 
 -- The endpoints with waiting work and when their oldest task is due: a skip scan over
 -- deliveries_waiting, one index seek per endpoint however many tasks each one has queued.
@@ -176,6 +190,16 @@ VALUES (:endpoint_id, :failures, :failing_since, :circuit_open, :paused_until, :
 ON CONFLICT (endpoint_id) DO UPDATE SET failures = :failures, failing_since = :failing_since,
     circuit_open = :circuit_open, paused_until = :paused_until, cooldown = :cooldown,
     probing = :probing, tokens = :tokens, tokens_at = :tokens_at
+
+-- The gauges' endpoint counts (Store.endpoint_summary): endpoint_health holds only failing or
+-- rate-limited endpoints (CROSS JOIN: SQLite then reads it first, whatever its statistics say);
+-- the disabled ones are counted over endpoints, which has no index on disabled (the table is
+-- small next to deliveries, and this runs every few seconds).
+-- name: endpoint_summary
+SELECT
+    (SELECT count(*) FROM endpoint_health h CROSS JOIN endpoints e ON e.id = h.endpoint_id
+     WHERE h.circuit_open = 1 AND e.disabled = 0),
+    (SELECT count(*) FROM endpoints WHERE disabled = 1)
 
 -- name: health_get
 SELECT endpoint_id, failures, failing_since, circuit_open, paused_until, cooldown, probing,

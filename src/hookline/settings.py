@@ -47,7 +47,8 @@ class Settings:
     metrics_listen: str | None = None  # host:port where ``hookline worker`` serves /metrics
     # per-endpoint labels on delivery metrics: one series per endpoint, so off by default
     metrics_endpoint_labels: bool = False
-    # /health/ready answers 503 while the oldest due delivery has waited longer (seconds)
+    # /health/ready answers 503 while the oldest due delivery has waited longer (seconds); 0: off,
+    # e.g. for API-only processes that should stay in the load balancer while workers lag
     ready_max_backlog_age: float = 300.0
     # Payloads and response bodies are deleted this long after creation (fractions allowed), unless
     # a message sets its own payloadRetentionPeriod. A payload whose deliveries are still pending
@@ -215,7 +216,6 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         "circuit_cooldown_max",
         "endpoint_disable_after",
         "max_backlog",
-        "ready_max_backlog_age",
         "payload_retention_days",
         "retention_interval",
     )
@@ -224,6 +224,10 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
     for name in positive:
         if not getattr(settings, name) > 0:
             raise ValueError(f"invalid {name} (HOOKLINE_{name.upper()}): must be > 0")
+    if not settings.ready_max_backlog_age >= 0:  # 0: readiness ignores the backlog
+        raise ValueError(
+            "invalid ready_max_backlog_age (HOOKLINE_READY_MAX_BACKLOG_AGE): must be >= 0"
+        )
     if not settings.shutdown_grace >= 0:
         raise ValueError("invalid shutdown_grace (HOOKLINE_SHUTDOWN_GRACE): must be >= 0")
     if bool(settings.operational_webhook_url) != bool(settings.operational_webhook_secret):

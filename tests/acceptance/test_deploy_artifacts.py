@@ -453,9 +453,24 @@ def test_env_example_names_only_real_settings() -> None:
 
 
 def _events(server: HooklineServer, event: str) -> list[dict[str, Any]]:
-    """The process's log lines (children's included) of one event, as JSON."""
-    lines = [line for line in server.output().splitlines() if f'"{event}"' in line]
-    return [json.loads(line) for line in lines]
+    """The process's log events (its children's included) of one name, in order.
+
+    The parent and its children write to one file, so two lines can run together (each
+    object is written whole, its newline apart): the objects are read one after another
+    wherever they start, not line by line.
+    """
+    text, at = server.output(), 0
+    found: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    while (start := text.find("{", at)) >= 0:
+        try:
+            obj, at = decoder.raw_decode(text, start)
+        except ValueError:
+            at = start + 1
+            continue
+        if isinstance(obj, dict) and obj.get("event") == event:
+            found.append(obj)
+    return found
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import yaml  # PyYAML, installed with schemathesis (a test extra)
+import yaml  # PyYAML, a test extra
 
 from hookline import settings, supervisor
 from tests.support.receiver import Receiver, Reply

@@ -22,7 +22,7 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from hookline import api, delivery, egress, errors
+from hookline import api, delivery, egress, errors, metrics_server
 from hookline import metrics as metrics_
 from hookline import operational as operational_
 from hookline import store as store_
@@ -259,7 +259,7 @@ async def bootstrap_token(hl: Hookline) -> str | None:
 
 def asgi(hl: Hookline) -> ASGIApp:
     """The ASGI application of the API role."""
-    return api.build(hl.services())
+    return api.build(hl.services(), access_log=hl.settings.access_log)
 
 
 class _Server(uvicorn.Server):
@@ -277,11 +277,13 @@ async def run(
     worker_role: bool,
     on_listening: Callable[[], Awaitable[None]] | None = None,
     sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Run the chosen roles until SIGINT/SIGTERM, then stop within the shutdown grace.
 
     ``sock`` is a listening socket bound already (``bind_socket``: the supervisor binds once
-    for all its API processes); without it the API binds its own.
+    for all its API processes); without it the API binds its own. ``metrics_sock`` is the same
+    for a worker's ``metrics_listen`` (``metrics_server.bind``).
 
     On the first signal the API stops accepting connections and finishes the requests in
     flight; the worker stops claiming and gives its deliveries ``shutdown_grace`` seconds,
@@ -304,6 +306,9 @@ async def run(
             host=hl.settings.host,
             port=hl.settings.port,
             log_level="warning",
+            # uvicorn's loggers propagate to the root handler (logs.configure), so its lines
+            # come out in the process's log format; its own access log stays off (http_request)
+            log_config=None,
             access_log=False,
             proxy_headers=False,  # client addresses are not used; the middleware costs per request
             lifespan="off",
@@ -318,6 +323,14 @@ async def run(
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
         tasks.append(asyncio.create_task(hl.worker(session).run(stop), name="worker"))
+    listen = hl.settings.metrics_listen
+    if api_role and listen:
+        log.warning("metrics_listen_unused", metrics_listen=listen, reason="the API serves it")
+    elif hl.metrics is not None and (listen or metrics_sock is not None):
+        if metrics_sock is None:
+            metrics_sock = metrics_server.bind(listen or "")  # fail fast on a port clash
+        serving = metrics_server.serve(hl.metrics, metrics_sock, stop)
+        tasks.append(asyncio.create_task(serving, name="metrics"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -292,6 +292,11 @@ async def run(
     reported instead of a misleading "listening" line, and creates no first token); a stop
     waits for it to finish rather than cutting it off between storing and printing a token.
     """
+    listen = hl.settings.metrics_listen
+    if api_role and listen:
+        log.warning("metrics_listen_unused", metrics_listen=listen, reason="served on the API port")
+    elif metrics_sock is None and listen and hl.metrics is not None:
+        metrics_sock = metrics_server.bind(listen)  # fail fast and clearly on a port clash
     stop = asyncio.Event()
     _install_stop_signals(stop)
     tasks: list[asyncio.Task[None]] = []
@@ -323,12 +328,7 @@ async def run(
     if worker_role:
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
         tasks.append(asyncio.create_task(hl.worker(session).run(stop), name="worker"))
-    listen = hl.settings.metrics_listen
-    if api_role and listen:
-        log.warning("metrics_listen_unused", metrics_listen=listen, reason="the API serves it")
-    elif hl.metrics is not None and (listen or metrics_sock is not None):
-        if metrics_sock is None:
-            metrics_sock = metrics_server.bind(listen or "")  # fail fast on a port clash
+    if metrics_sock is not None and hl.metrics is not None:
         serving = metrics_server.serve(hl.metrics, metrics_sock, stop)
         tasks.append(asyncio.create_task(serving, name="metrics"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))

@@ -329,7 +329,7 @@ async def run(
         session = delivery.new_session(hl.egress_policy, hl.settings.worker_concurrency)
         tasks.append(asyncio.create_task(hl.worker(session).run(stop), name="worker"))
     if metrics_sock is not None and hl.metrics is not None:
-        serving = metrics_server.serve(hl.metrics, metrics_sock, stop)
+        serving = metrics_server.serve(metrics_server.application(hl.metrics), metrics_sock, stop)
         tasks.append(asyncio.create_task(serving, name="metrics"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
     stopping = asyncio.create_task(stop.wait())

@@ -66,7 +66,7 @@ def configure(
         numeric = logging.INFO
     tail: list[Processor]
     if resolved == "json":
-        tail = [structlog.processors.format_exc_info, render_json]
+        tail = [format_exc_info, render_json]
     else:
         # ConsoleRenderer prints a traceback itself, readably; format_exc_info would flatten it
         tail = [structlog.dev.ConsoleRenderer(colors=_isatty(stream))]
@@ -100,6 +100,13 @@ def configure(
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_thread_uncaught
     return resolved
+
+
+def format_exc_info(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    """``exc_info`` as the ``exception`` field's text; skipped (costs nothing) on most lines."""
+    if "exc_info" in event_dict:
+        return structlog.processors.format_exc_info(logger, name, event_dict)
+    return event_dict
 
 
 def render_json(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> str:

@@ -2,9 +2,10 @@
 
 ``hookline serve`` and ``hookline api`` answer ``/metrics`` on the API's own port
 (``api.build``); a worker alone has no HTTP server, so with ``HOOKLINE_METRICS_LISTEN`` it runs
-this one, a small aiohttp application in the worker's event loop (aiohttp is already there for
-deliveries, and in the loop it needs no thread and stops with the process). Without the setting
-a worker-only process serves no metrics.
+this one: ``application`` (a bare ASGI app) under a second uvicorn server in the worker's event
+loop, which needs no thread and stops with the process. Being ASGI, it composes with other
+small apps on the same port (the health probes' ``probe_app(readiness, application(...))``).
+Without the setting a worker-only process serves no metrics.
 
 Under ``hookline worker --processes N`` the supervisor binds the socket once, before forking,
 and every child serves on it, as API children share the API's socket: the kernel hands each
@@ -16,16 +17,24 @@ forks must have no other thread or event loop running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import structlog
-from aiohttp import web
+import uvicorn
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hookline import errors
+from hookline.api import http
 from hookline.metrics import Metrics
 
 log = structlog.get_logger("hookline.metrics")
 
 PATH = "/metrics"
+STOP_SECONDS = 1  # a scrape in flight at shutdown gets this long (uvicorn counts whole seconds)
+_POLL_SECONDS = 0.02
 
 
 def bind(listen: str) -> socket.socket:
@@ -37,7 +46,6 @@ def bind(listen: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, int(port)))
-        sock.listen(64)
     except OSError as exc:
         sock.close()
         raise SystemExit(
@@ -47,28 +55,66 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-def application(metrics: Metrics) -> web.Application:
-    async def scrape(_: web.Request) -> web.Response:
-        # In multiprocess mode this reads every child's files: off the event loop.
-        body, content_type = await asyncio.to_thread(metrics.render)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+def application(metrics: Metrics) -> ASGIApp:
+    """``GET /metrics`` in the Prometheus text format; other paths 404, other methods 405."""
 
-    app = web.Application()
-    app.router.add_get(PATH, scrape)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        response: Response
+        if scope["path"] != PATH:
+            response = http.error_response(errors.NotFound("No such route"))
+        elif scope["method"] not in ("GET", "HEAD"):
+            response = http.error_response(_MethodNotAllowed())
+        else:
+            # In multiprocess mode this reads every child's files: off the event loop.
+            body, content_type = await asyncio.to_thread(metrics.render)
+            response = Response(body, headers={"content-type": content_type})
+        await response(scope, receive, send)
+
     return app
 
 
-async def serve(metrics: Metrics, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Answer ``GET /metrics`` on ``sock`` until ``stop`` is set."""
-    runner = web.AppRunner(application(metrics), access_log=None, handle_signals=False)
-    await runner.setup()
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # app.run owns SIGINT/SIGTERM (see app._Server)
+
+
+async def serve(app: ASGIApp, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve ``app`` (``application``, or a composition of it) on ``sock`` until ``stop``."""
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        log_config=None,  # uvicorn's lines go through the process's log format (logs.py)
+        access_log=False,
+        proxy_headers=False,
+        lifespan="off",
+        loop="none",
+        timeout_graceful_shutdown=STOP_SECONDS,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
     try:
-        await web.SockSite(runner, sock).start()
-        host, port = sock.getsockname()[:2]
-        log.info("metrics_listening", url=f"http://{_host(host)}:{port}{PATH}")
-        await stop.wait()
+        while not server.started and not serving.done():  # noqa: ASYNC110  (uvicorn has no event)
+            await asyncio.sleep(_POLL_SECONDS)
+        if server.started:
+            host, port = sock.getsockname()[:2]
+            log.info("metrics_listening", url=f"http://{_host(host)}:{port}{PATH}")
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
     finally:
-        await runner.cleanup()
+        server.should_exit = True
+        await serving
+
+
+class _MethodNotAllowed(errors.HooklineError):
+    status = 405
+    code = "method_not_allowed"
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": "GET, HEAD"}
 
 
 def _host(host: str) -> str:

@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from hookline import api, app, errors, metrics
+from hookline import api, app, errors, metrics, metrics_server
 from hookline.app import Hookline
 
 from .conftest import ADMIN_TOKEN, assert_error, create_app, create_endpoint
@@ -264,3 +265,20 @@ async def test_ingest_outcome_unavailable_when_the_store_refuses(
     assert _requests(hl, INGEST, "5xx") == 2
     (line,) = _named(events, "request_unavailable")
     assert line["detail"] == "The database's disk is full; retry later"
+
+
+# the worker's metrics app ------------------------------------------------------------------------
+
+
+async def test_the_worker_metrics_app_answers_metrics_and_nothing_else() -> None:
+    served = metrics.Metrics(CollectorRegistry())
+    transport = httpx.ASGITransport(app=metrics_server.application(served))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        resp = await c.get("/metrics")
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == metrics.CONTENT_TYPE
+        assert 'hookline_info{version="' in resp.text
+        assert_error(await c.get("/"), 404, "not_found")
+        refused = await c.post("/metrics")
+        assert_error(refused, 405, "method_not_allowed")
+        assert refused.headers["allow"] == "GET, HEAD"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import os
 import shutil
 import socket
 import sys
@@ -127,7 +129,7 @@ def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool, processes
         metrics_sock = metrics_server.bind(s.metrics_listen)  # shared by the children
     # Every child records its metric values in files here (prometheus-client's multiprocess
     # mode), so that any child's /metrics answers for all of them.
-    directory = tempfile.mkdtemp(prefix="hookline-metrics-") if s.metrics else None
+    directory = _metrics_directory() if s.metrics else None
     if directory is not None:
         metrics.enable_multiprocess(directory)
 
@@ -152,6 +154,33 @@ def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool, processes
         if directory is not None:  # the children are gone: nobody reads these files now
             shutil.rmtree(directory, ignore_errors=True)
     sys.exit(status)
+
+
+METRICS_DIR_PREFIX = "hookline-metrics-"
+
+
+def _metrics_directory() -> str:
+    """A fresh directory for the children's metric files, named after this process.
+
+    A supervisor killed with SIGKILL cannot remove its directory; the next one started here
+    removes those whose supervisor is gone, so they do not pile up in the temp directory.
+    """
+    for stale in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = stale.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 async def _main(

@@ -9,7 +9,10 @@ token or a payload; the first token goes to stdout. ``hookline api --processes 2
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,12 +141,20 @@ def _leftover_metric_dirs(tmp: Path) -> list[Path]:
 def test_api_processes_answer_one_scrape_for_all_children(tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    # left by supervisors killed with SIGKILL: removed at start if theirs is gone, else kept
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale, alive = tmp / f"hookline-metrics-{gone.pid}-x", tmp / f"hookline-metrics-{os.getpid()}-y"
+    stale.mkdir()
+    alive.mkdir()
     api = HooklineServer(
         tmp_path / "hl", command="api", args=("--processes", "2"), env={"TMPDIR": str(tmp)}
     ).start()
     try:
         assert api.pid is not None
         wait.until(lambda: len(psutil.Process(api.pid).children()), lambda n: n == 2, what="2")
+        assert not stale.exists() and alive.exists()
+        alive.rmdir()
         assert len(_leftover_metric_dirs(tmp)) == 1  # the children's shared directory
         auth = {"Authorization": f"Bearer {api.token}"}
         served_by: set[str] = set()

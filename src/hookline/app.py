@@ -22,12 +22,12 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from hookline import api, delivery, egress, errors, retention
+from hookline import api, delivery, egress, errors, metrics_server, retention
 from hookline import metrics as metrics_
 from hookline import operational as operational_
 from hookline import store as store_
 from hookline import tracing as tracing_
-from hookline.api import connection, http
+from hookline.api import connection, health, http
 from hookline.api.backlog import Backlog
 from hookline.api.health import Readiness
 from hookline.api.services import Services
@@ -287,7 +287,7 @@ async def bootstrap_token(hl: Hookline) -> str | None:
 
 def asgi(hl: Hookline) -> ASGIApp:
     """The ASGI application of the API role."""
-    return api.build(hl.services())
+    return api.build(hl.services(), access_log=hl.settings.access_log)
 
 
 class _Server(uvicorn.Server):
@@ -305,11 +305,13 @@ async def run(
     worker_role: bool,
     on_listening: Callable[[], Awaitable[None]] | None = None,
     sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Run the chosen roles until SIGINT/SIGTERM, then stop within the shutdown grace.
 
     ``sock`` is a listening socket bound already (``bind_socket``: the supervisor binds once
-    for all its API processes); without it the API binds its own.
+    for all its API processes); without it the API binds its own. ``metrics_sock`` is the same
+    for a worker's ``metrics_listen`` (``metrics_server.bind``).
 
     On the first signal the API stops accepting connections and finishes the requests in
     flight; the worker stops claiming and gives its deliveries ``shutdown_grace`` seconds,
@@ -318,6 +320,11 @@ async def run(
     reported instead of a misleading "listening" line, and creates no first token); a stop
     waits for it to finish rather than cutting it off between storing and printing a token.
     """
+    listen = hl.settings.metrics_listen
+    if api_role and listen:
+        log.warning("metrics_listen_unused", metrics_listen=listen, reason="served on the API port")
+    elif metrics_sock is None and listen:  # metrics and the health probes
+        metrics_sock = metrics_server.bind(listen)  # fail fast and clearly on a port clash
     stop = asyncio.Event()
     _install_stop_signals(stop)
     tasks: list[asyncio.Task[None]] = []
@@ -332,6 +339,9 @@ async def run(
             host=hl.settings.host,
             port=hl.settings.port,
             log_level="warning",
+            # uvicorn's loggers propagate to the root handler (logs.configure), so its lines
+            # come out in the process's log format; its own access log stays off (http_request)
+            log_config=None,
             access_log=False,
             proxy_headers=False,  # client addresses are not used; the middleware costs per request
             lifespan="off",
@@ -353,6 +363,12 @@ async def run(
         # worker processes share the work (each batch rechecks, PostgreSQL skips locked rows)
         cleaner = retention.Cleaner.from_settings(hl.store, hl.settings)
         tasks.append(asyncio.create_task(cleaner.run(stop), name="retention"))
+    if metrics_sock is not None:
+        # /health/live and /health/ready beside /metrics: a worker-only process has no API port
+        metrics_app = None if hl.metrics is None else metrics_server.application(hl.metrics)
+        probes = health.probe_app(hl.readiness, metrics_app)
+        serving = metrics_server.serve(probes, metrics_sock, stop)
+        tasks.append(asyncio.create_task(serving, name="metrics"))
     tasks.append(asyncio.create_task(_housekeeping(hl, stop), name="housekeeping"))
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,30 +20,27 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from hookline import app, cache, errors, operational, retention, settings, supervisor
+from hookline import (
+    app,
+    cache,
+    errors,
+    logs,
+    metrics,
+    metrics_server,
+    operational,
+    retention,
+    settings,
+    supervisor,
+)
 from hookline.bench import report as bench_report
 from hookline.bench.scenarios import SCENARIOS as SCENARIO_NAMES
 from hookline.store import base as store_base
 
 T = TypeVar("T")
+# tests/acceptance read this line
+FIRST_TOKEN_LINE = "Your API token (shown once, store it now)"  # noqa: S105  (a label)
 
-
-def _configure_logging(level: str) -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+log = structlog.get_logger("hookline")
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -68,17 +66,20 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
         ctx.obj = settings.load(config_file)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    _configure_logging(ctx.obj.log_level)
+    logs.configure(ctx.obj.log_level, ctx.obj.log_format)
 
 
 def _print_welcome(s: settings.Settings, token: str | None) -> None:
     base = f"http://{s.listen}"
     # a PostgreSQL URL may carry a password: never print it
     database = settings.redacted_url(s.database_url)
+    if logs.resolve_format(s.log_format, sys.stderr) == "json":
+        _log_welcome(base, database, token)
+        return
     click.echo(f"hookline is listening on {base} (database {database})", err=True)
     if token is not None:
         click.echo("", err=True)
-        click.echo(f"  Your API token (shown once, store it now): {token}", err=True)
+        click.echo(f"  {FIRST_TOKEN_LINE}: {token}", err=True)
         click.echo("", err=True)
     shown = token or "$HOOKLINE_TOKEN"
     click.echo(
@@ -96,6 +97,23 @@ def _print_welcome(s: settings.Settings, token: str | None) -> None:
     click.echo(f"  API docs: {base}/docs", err=True)
 
 
+def _log_welcome(base: str, database: str, token: str | None) -> None:
+    """The banner as a ``listening`` event among JSON lines; the first token never in one.
+
+    Log lines are collected, shipped and kept; a secret in one is copied everywhere they go.
+    So the token goes to stdout, the one place it is written, as a plain line saying what it
+    is: a terminal shows it as before, and ``hookline serve 2>log.json`` keeps it out of the
+    log file.
+    """
+    if token is not None:
+        click.echo(f"{FIRST_TOKEN_LINE}: {token}")
+        sys.stdout.flush()
+        extra = {"first_token": "printed on stdout"}
+    else:
+        extra = {"hint": "'hookline token create' prints a token; 'hookline token list' lists them"}
+    log.info("listening", url=base, database=database, docs_url=f"{base}/docs", **extra)
+
+
 def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool, processes: int = 1) -> None:
     """Run the roles in this process, or in ``processes`` supervised children of it."""
     if processes == 1:
@@ -110,18 +128,63 @@ def _serve(s: settings.Settings, *, api_role: bool, worker_role: bool, processes
 
     _run(prepare)
     sock = app.bind_socket(s) if api_role else None
+    metrics_sock = None
+    if s.metrics_listen and not api_role:  # metrics (if on) and the health probes
+        metrics_sock = metrics_server.bind(s.metrics_listen)  # shared by the children
+    # Every child records its metric values in files here (prometheus-client's multiprocess
+    # mode), so that any child's /metrics answers for all of them.
+    directory = _metrics_directory() if s.metrics else None
+    if directory is not None:
+        metrics.enable_multiprocess(directory)
 
     def child(index: int, restarted: bool) -> int:
         # Only the first child creates a first token and prints the welcome, once it listens.
         announce = index == 0 and not restarted
         _run(
             lambda: _main(
-                s, api_role=api_role, worker_role=worker_role, announce=announce, sock=sock
+                s,
+                api_role=api_role,
+                worker_role=worker_role,
+                announce=announce,
+                sock=sock,
+                metrics_sock=metrics_sock,
             )
         )
         return 0
 
-    sys.exit(supervisor.run(processes, child, grace=s.shutdown_grace))
+    try:
+        status = supervisor.run(processes, child, grace=s.shutdown_grace)
+    finally:
+        if directory is not None:  # the children are gone: nobody reads these files now
+            shutil.rmtree(directory, ignore_errors=True)
+    sys.exit(status)
+
+
+METRICS_DIR_PREFIX = "hookline-metrics-"
+
+
+def _metrics_directory() -> str:
+    """A fresh directory for the children's metric files, named after this process.
+
+    A supervisor killed with SIGKILL cannot remove its directory; the next one started here
+    removes those whose supervisor is gone, so they do not pile up in the temp directory.
+    """
+    for stale in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = stale.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 async def _main(
@@ -131,6 +194,7 @@ async def _main(
     worker_role: bool,
     announce: bool,
     sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     role = "serve" if api_role and worker_role else "api" if api_role else "worker"
     async with app.opened(s, role) as hl:
@@ -143,10 +207,9 @@ async def _main(
             try:
                 token = await app.first_token(hl)
             except errors.Unavailable:
-                click.echo(
-                    "hookline: the database refuses writes, so no first API token was "
-                    "created; the next start tries again",
-                    err=True,
+                log.warning(
+                    "first_token_not_created",
+                    reason="the database refuses writes; the next start tries again",
                 )
             _print_welcome(s, token)
 
@@ -157,6 +220,7 @@ async def _main(
             worker_role=worker_role,
             on_listening=on_listening if announce else None,
             sock=sock,
+            metrics_sock=metrics_sock,
         )
 
 

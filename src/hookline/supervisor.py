@@ -17,7 +17,10 @@ parent (once, not twice), and they are sent SIGTERM by the kernel if the parent 
 ``PR_SET_PDEATHSIG``), so killing the parent with SIGKILL leaves no orphans serving.
 
 Nothing may run in the parent before the fork that a child could inherit half-done: no event
-loop is running and no thread is alive when ``run`` is called.
+loop is running and no thread is alive when ``run`` is called. So the parent serves nothing
+itself: with metrics on, the children record them in one directory (``metrics``' multiprocess
+mode, set up by the caller before ``run``), a dead child's live gauges are dropped from it
+(``metrics.process_exited``), and any child's ``/metrics`` answers for all.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+
+from hookline import metrics
 
 log = structlog.get_logger("hookline.supervisor")
 
@@ -91,6 +96,7 @@ class _Supervisor:
                     continue
                 status = os.waitstatus_to_exitcode(wait_status)
                 lived = time.monotonic() - gone.started
+                metrics.process_exited(pid)  # its live gauges leave the merged /metrics
                 log.info(
                     "process_exited",
                     index=gone.index,

@@ -187,7 +187,8 @@ def test_migrate_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
 
 def test_first_start_prints_a_token_once(tmp_path: Path) -> None:
     db = tmp_path / "h.db"
-    env = _env(db, HOOKLINE_ALLOWED_SUBNETS="127.0.0.0/8")
+    # the console banner, as at a terminal (JSON logs: test_observability.py's token test)
+    env = _env(db, HOOKLINE_ALLOWED_SUBNETS="127.0.0.0/8", HOOKLINE_LOG_FORMAT="console")
     port = free_port()
 
     code, out, err = _serve_once(env, tmp_path, port)

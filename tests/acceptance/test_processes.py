@@ -101,7 +101,10 @@ def test_a_dead_child_is_restarted_and_sigterm_drains_them_all(tmp_path: Path) -
 
 
 def test_killing_the_parent_leaves_no_child_serving(tmp_path: Path) -> None:
-    worker = HooklineServer(tmp_path / "hl", command="worker", args=("--processes", "2")).start()
+    # its metrics directory outlives it (SIGKILL): keep that in the test's own directory
+    worker = HooklineServer(
+        tmp_path / "hl", command="worker", args=("--processes", "2"), env={"TMPDIR": str(tmp_path)}
+    ).start()
     _wait_for(lambda: len(_children(worker)) == 2, "two worker processes")
     children = _children(worker)
     worker.kill()

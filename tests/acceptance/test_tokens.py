@@ -50,7 +50,7 @@ def test_a_port_clash_on_the_first_start_creates_no_token_and_the_next_start_pri
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "h.db"
-    env = _env(db)
+    env = _env(db, HOOKLINE_LOG_FORMAT="console")  # the banner on stderr, as at a terminal
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from hookline import errors
@@ -47,7 +48,7 @@ async def test_an_unexpected_failure_answers_a_json_500_and_is_logged_without_it
         raise RuntimeError("a bug that mentions secret-payload-data")
 
     monkeypatch.setattr(hl.store, "create_message", broken)
-    with capture_logs() as logs:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         resp = await client.post(
             f"/api/v1/app/{app_id}/msg", json={"eventType": "a.b", "payload": {"n": 1}}
         )
@@ -59,5 +60,5 @@ async def test_an_unexpected_failure_answers_a_json_500_and_is_logged_without_it
     failed = [e for e in logs if e["event"] == "request_failed"]
     assert len(failed) == 1, logs
     assert failed[0]["method"] == "POST"
-    assert failed[0]["route"] == "/app/{app_id}/msg"  # the route, not the ids in the path
+    assert failed[0]["route"] == "/api/v1/app/{app_id}/msg"  # the route, not the ids in the path
     assert failed[0]["request_id"] == request_id  # the client's answer leads to this line

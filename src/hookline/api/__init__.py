@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -22,6 +25,7 @@ from hookline.api import (  # noqa: F401  (importing a resource module registers
     health,
     http,
     messages,
+    observe,
     openapi,
 )
 
@@ -46,9 +50,15 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def build(services: Services) -> ASGIApp:
-    """The ASGI app: every ``@route`` operation plus ``/api/v1/openapi.json`` and ``/docs``."""
+def build(services: Services, *, access_log: bool = True) -> ASGIApp:
+    """The ASGI app: every ``@route`` operation plus ``/api/v1/openapi.json`` and ``/docs``.
+
+    With metrics on, also ``GET /metrics``: the Prometheus text format, without
+    authentication (like ``/api/v1/health``), and not in the OpenAPI document, which describes
+    the Svix API. ``access_log`` writes an ``http_request`` event per request.
+    """
     spec = openapi.encoded()
+    metrics = services.metrics
 
     async def openapi_json(_: Request) -> Response:
         return Response(spec, media_type=http.JSON)
@@ -79,10 +89,19 @@ def build(services: Services) -> ASGIApp:
         Route("/docs", docs, methods=["GET"]),
         Mount("/docs/static", StaticFiles(directory=DOCS_STATIC)),
     ]
+    if metrics is not None:
+
+        async def metrics_text(_: Request) -> Response:
+            # In multiprocess mode this reads every child's files: off the event loop.
+            body, content_type = await asyncio.to_thread(metrics.render)
+            return Response(body, headers={"content-type": content_type})
+
+        routes.append(Route("/metrics", metrics_text, methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
     app.state.services = services
+    app.state.refusals = observe.Refusals()
     ingest = next(op.endpoint for op in http.OPERATIONS if op.name == "create_message")
-    return _IngestFirst(app, ingest)
+    return _IngestFirst(app, ingest, observe.Observer(metrics, access_log=access_log))
 
 
 class _ByMethod:
@@ -105,37 +124,64 @@ class _IngestFirst:
     Starlette matches routes one by one with a regular expression each and adds two middleware
     layers; on the ingest path that was a sizeable share of the CPU per message. Everything
     else goes through Starlette unchanged.
+
+    Every HTTP request passes here, so this is also where each gets its request id (bound as
+    the ``request_id`` context variable for every log line it causes, and returned as
+    ``X-Request-Id``), its metrics and its access-log line (``observe``).
     """
 
     _PATH = re.compile(r"/api/v1/app/([^/]+)/msg/?")
 
-    def __init__(self, app: Starlette, ingest: ASGIApp) -> None:
+    def __init__(self, app: Starlette, ingest: ASGIApp, observer: observe.Observer) -> None:
         self._app = app
         self._ingest = ingest
+        self._observer = observer
+        self._ids = observe.RequestIds()
+        self._refusals: observe.Refusals = app.state.refusals
         self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT and scope["path"] != health.LIVE_PATH:
-            # Each request in flight holds its body (up to max_payload_bytes) and a slot in the
-            # store's writer queue: past this many, answer at once rather than queue them all.
-            # Not liveness: a busy process is alive, and restarting it for that would not help.
-            await http.error_response(_Busy())(scope, receive, send)
-            return
-        self._in_flight += 1
+        started = time.perf_counter()
+        # uvicorn runs each request in a task of its own, whose context is a copy; cleared
+        # anyway, at both ends, so that nothing bound elsewhere leaks into a request's lines or
+        # out of them (an in-process caller such as a test shares its context with the app).
+        structlog.contextvars.clear_contextvars()
+        request_id = self._ids.of(scope["headers"])
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        answer = observe.Answer(send, request_id)
+        match = self._PATH.fullmatch(scope["path"]) if scope["method"] == "POST" else None
+        route = observe.UNMATCHED if match is None else observe.INGEST_ROUTE
         try:
-            if scope["method"] == "POST":
-                match = self._PATH.fullmatch(scope["path"])
+            if self._in_flight >= MAX_REQUESTS_IN_FLIGHT and scope["path"] != health.LIVE_PATH:
+                # Each request in flight holds its body (up to max_payload_bytes) and a slot in
+                # the store's writer queue: past this many, answer at once rather than queue.
+                # Not liveness: a busy process is alive, and restarting it would not help.
+                busy = _Busy()
+                self._refusals.note(busy, route)
+                await http.error_response(busy)(scope, receive, answer.send)
+                return
+            self._in_flight += 1
+            try:
                 if match is not None:
                     scope["app"] = self._app
                     scope["path_params"] = {"app_id": match.group(1)}
-                    await self._ingest(scope, receive, send)
-                    return
-            await self._app(scope, receive, send)
+                    await self._ingest(scope, receive, answer.send)
+                else:
+                    await self._app(scope, receive, answer.send)
+            finally:
+                self._in_flight -= 1
         finally:
-            self._in_flight -= 1
+            if match is None and (matched := scope.get("route")) is not None:
+                route = getattr(matched, "path", route)  # the template Starlette's router matched
+            # no response started: the exception goes on to uvicorn, which answers 500
+            status = answer.status or 500
+            self._observer.answered(scope["method"], route, status, time.perf_counter() - started)
+            if match is not None:
+                self._observer.ingested(status)
+            structlog.contextvars.clear_contextvars()
 
 
 class _Busy(errors.Unavailable):

@@ -13,7 +13,6 @@ import array
 import hashlib
 import itertools
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hookline import errors
-from hookline.api import idempotency
+from hookline.api import idempotency, observe
 from hookline.models import Page, Token
 
 if TYPE_CHECKING:
@@ -47,6 +46,10 @@ MAX_JSON_DEPTH = 128
 # Digits an integer query parameter may have: more than any bound the API checks, and far below
 # the 4,300 digits past which int() raises ValueError.
 MAX_INT_DIGITS = 9
+
+# Path parameters bound as context variables for the request's log lines (keep in step with
+# the field names in logs.py's docstring).
+CONTEXT_IDS = ("app_id", "endpoint_id", "msg_id", "attempt_id")
 
 log = structlog.get_logger("hookline.api")
 _encoder = msgspec.json.Encoder()
@@ -131,9 +134,15 @@ def route(
     Everything is under ``/api/v1`` but the probes that load balancers call (``/health/...``).
     """
 
+    template = prefix + path
+    ids = tuple(name for name in CONTEXT_IDS if "{" + name + "}" in path)
+
     def register(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def answer(request: Request) -> Response:
             services: Services = request.app.state.services
+            if ids:
+                params = request.path_params
+                structlog.contextvars.bind_contextvars(**{name: params[name] for name in ids})
             try:
                 token = await authenticate(services, request) if auth else _ANONYMOUS
                 raw = await read_body(request, services.max_payload_bytes)
@@ -154,24 +163,26 @@ def route(
                     return await idempotency.guard(call, raw, run)
                 return await run()
             except errors.HooklineError as exc:
+                if exc.status in (429, 503):
+                    refusals: observe.Refusals = request.app.state.refusals
+                    refusals.note(exc, template)
                 return error_response(exc)
             except Exception:
                 # A bug, not the client's doing: log it and answer in the API's shape rather than
-                # Starlette's plain-text 500.
-                # The request id ties the client's answer to the log line with the traceback.
-                request_id = secrets.token_hex(8)
-                log.exception("request_failed", method=method, route=path, request_id=request_id)
+                # Starlette's plain-text 500. The request id (X-Request-Id, added to every
+                # answer by api._IngestFirst) ties the client's answer to the logged traceback.
+                log.exception("request_failed", method=method, route=template)
+                request_id = structlog.contextvars.get_contextvars().get("request_id", "")
                 internal = {
                     "code": "internal_error",
                     "detail": f"Internal server error (request id {request_id})",
                 }
-                headers = {"x-request-id": request_id}
-                return Response(_encoder.encode(internal), 500, headers, media_type=JSON)
+                return Response(_encoder.encode(internal), 500, media_type=JSON)
 
         OPERATIONS.append(
             Operation(
                 method=method,
-                path=prefix + path,
+                path=template,
                 name=handler.__name__,
                 summary=(handler.__doc__ or handler.__name__).strip().splitlines()[0],
                 status=status,
@@ -207,12 +218,15 @@ def hash_token(token: str) -> str:
 
 
 async def authenticate(services: Services, request: Request) -> Token:
+    """The caller's token, or 401; each refusal is logged (``auth_failed``, never the token)."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
+        log.info("auth_failed", reason="missing" if not header else "malformed")
         raise errors.Unauthorized("Missing or malformed Authorization header (Bearer <token>)")
     token = await services.tokens.lookup(value.strip())
     if token is None:
+        log.info("auth_failed", reason="unknown_token")  # unknown, or revoked
         raise errors.Unauthorized("Invalid token")
     return token
 

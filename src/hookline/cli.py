@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
@@ -362,6 +363,22 @@ def _redacted(arg: str) -> str:
     return f"{name}{sep}{settings.redacted_url(value)}" if "://" in value else arg
 
 
+def _bench_settings(items: tuple[str, ...]) -> tuple[str, ...]:
+    """``NAME=VALUE`` items naming real settings (checked by parsing them as hookline would)."""
+    names = {f.name for f in dataclasses.fields(settings.Settings)}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name.strip().lower() not in names:
+            raise click.BadParameter(
+                f"{item!r}: use NAME=VALUE with a setting name, e.g. metrics=false"
+            )
+        try:
+            settings.load(env={f"HOOKLINE_{name.strip().upper()}": value.strip()})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return items
+
+
 @main.command()
 @click.option(
     "--scenario",
@@ -404,6 +421,14 @@ def _redacted(arg: str) -> str:
     help="hookline's deliveries in flight per worker (default: hookline's own default).",
 )
 @click.option("--payload-bytes", type=click.IntRange(min=64), default=512, show_default=True)
+@click.option(
+    "--setting",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=lambda _ctx, _param, value: _bench_settings(value),
+    help="A hookline setting for the benchmarked processes, repeatable: e.g. --setting "
+    "metrics=false --setting log_level=info (they run with log_level=warning otherwise).",
+)
 @click.option(
     "--database",
     metavar="URL",

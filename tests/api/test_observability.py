@@ -282,3 +282,15 @@ async def test_the_worker_metrics_app_answers_metrics_and_nothing_else() -> None
         refused = await c.post("/metrics")
         assert_error(refused, 405, "method_not_allowed")
         assert refused.headers["allow"] == "GET, HEAD"
+
+
+async def test_a_flood_of_failed_logins_is_logged_once_a_second_with_a_count(
+    hl: Hookline, anon: httpx.AsyncClient, events: list[dict[str, Any]]
+) -> None:
+    for _ in range(50):
+        headers = {"Authorization": "Bearer hl_guess"}
+        assert (await anon.get("/api/v1/app", headers=headers)).status_code == 401
+    failures = _named(events, "auth_failed")
+    assert 1 <= len(failures) <= 2  # the loop may straddle a second
+    assert failures[0]["count"] == 1  # the first at once; the rest folded in
+    assert _requests(hl, "/api/v1/app", "4xx") == 50  # every one still counted

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hookline import errors
+from hookline import errors, logs
 from hookline.api import idempotency, observe
 from hookline.models import Page, Token
 
@@ -222,13 +222,24 @@ async def authenticate(services: Services, request: Request) -> Token:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        log.info("auth_failed", reason="missing" if not header else "malformed")
+        _auth_failed(services, "missing" if not header else "malformed")
         raise errors.Unauthorized("Missing or malformed Authorization header (Bearer <token>)")
     token = await services.tokens.lookup(value.strip())
     if token is None:
-        log.info("auth_failed", reason="unknown_token")  # unknown, or revoked
+        _auth_failed(services, "unknown_token")  # unknown, or revoked
         raise errors.Unauthorized("Invalid token")
     return token
+
+
+def _auth_failed(services: Services, reason: str) -> None:
+    # One line per second and reason, with the count: a token-guessing flood must not flood the
+    # log (or fill the disk) at the rate it sends requests.
+    throttle = services.auth_failures.get(reason)
+    if throttle is None:
+        throttle = services.auth_failures[reason] = logs.Throttle(1.0)
+    count = throttle.hit()
+    if count:
+        log.info("auth_failed", reason=reason, count=count)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -7,11 +7,12 @@ not ``app.py`` itself, which imports this package and must not be imported back.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hookline import egress
 from hookline.cache import AppCache, TokenCache
+from hookline.logs import Throttle
 from hookline.store.base import Store
 from hookline.wakeup import Wakeup
 
@@ -41,3 +42,5 @@ class Services:
     payload_retention_days: float = 90.0  # the default ``payloadRetentionPeriod`` of a message
     tracing: Tracing | None = None  # None: traces are off (``hookline.tracing``)
     readiness: Readiness | None = None  # /health/ready's checks and what they reuse
+    # auth_failed log throttles by reason (api/http.py); one set per API app, not per process
+    auth_failures: dict[str, Throttle] = field(default_factory=dict)

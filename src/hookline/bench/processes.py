@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -170,8 +170,13 @@ def hookline_env(
     request_timeout: float,
     retry_schedule: str | None,
     worker_concurrency: int | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, str]:
-    """A clean environment: the caller's HOOKLINE_* variables must not change the benchmark."""
+    """A clean environment: the caller's HOOKLINE_* variables must not change the benchmark.
+
+    ``extra`` holds ``name=value`` settings given on the bench's command line (``--setting``),
+    applied last.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKLINE_")}
     env.update(
         HOOKLINE_DATABASE_URL=database_url,
@@ -185,6 +190,9 @@ def hookline_env(
         env["HOOKLINE_RETRY_SCHEDULE"] = retry_schedule
     if worker_concurrency is not None:
         env["HOOKLINE_WORKER_CONCURRENCY"] = str(worker_concurrency)
+    for item in extra:
+        name, _, value = item.partition("=")
+        env[f"HOOKLINE_{name.strip().upper()}"] = value.strip()
     return env
 
 

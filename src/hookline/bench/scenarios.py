@@ -55,6 +55,8 @@ class Options:
     api_processes: int = 1
     worker_processes: int = 1
     worker_concurrency: int | None = None  # HOOKLINE_WORKER_CONCURRENCY; None: hookline's default
+    # NAME=VALUE settings for the hookline processes (HOOKLINE_NAME), e.g. metrics=false
+    setting: tuple[str, ...] = ()
     workdir: Path = Path()
 
 
@@ -316,6 +318,7 @@ async def hookline(
             request_timeout=opts.timeout,
             retry_schedule=retry_schedule,
             worker_concurrency=opts.worker_concurrency,
+            extra=opts.setting,
         )
         children: list[processes.Child] = []
         try:
@@ -442,6 +445,7 @@ def _settings(run: Run) -> dict[str, object]:
         "api_processes": opts.api_processes,
         "worker_processes": opts.worker_processes,
         "worker_concurrency": opts.worker_concurrency or "default",
+        "settings": list(opts.setting),
     }
     if run.postgres is not None:
         found["postgres"] = run.postgres.describe()

@@ -169,6 +169,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.backlog_stalled_age = Gauge(
+            "hookline_backlog_stalled_age_seconds",
+            "How long the oldest due delivery that nothing holds back (no rate limit, no open "
+            "circuit, no delivery in flight to its endpoint) has waited: work no worker takes. "
+            "Looked for only once the oldest due delivery is older than 60 s; 0 until then.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.deliveries_in_flight = Gauge(
             "hookline_deliveries_in_flight",
             "Delivery tasks a worker has claimed and not yet finished (requests in progress).",

@@ -34,6 +34,9 @@ RETRY_AFTER_SECONDS = 5  # what a refused client is told to wait
 # stalled_since reads every endpoint with waiting work: while the oldest due task stays old
 # (a throttled endpoint's backlog can, for hours), read it this often, not every second
 STALLED_CHECK_SECONDS = 5.0
+# Stalled work is looked for once the oldest due task is older than this (or than the readiness
+# limit, if that is smaller): the stall SLI (docs/slo.md) reads it at 300 s, readiness at its own.
+STALLED_LOOK_AFTER_SECONDS = 60.0
 # A measurement that hangs (a table lock, a dead connection) is given up after this long, so
 # the loop goes on publishing what it can and retries.
 MEASURE_TIMEOUT_SECONDS = 10.0
@@ -98,6 +101,7 @@ class Backlog:
         if self._metrics is not None:
             self._metrics.backlog_due.set(self.due)
             self._metrics.backlog_oldest_age.set(self.oldest_age)
+            self._metrics.backlog_stalled_age.set(self.stalled_age or 0.0)
             self._metrics.backpressure_active.set(1 if self.active else 0)
 
     def measured_within(self, seconds: float) -> bool:
@@ -105,7 +109,10 @@ class Backlog:
         return self.measured_at is not None and self._monotonic() - self.measured_at <= seconds
 
     async def _measure_stalled(self, now: float) -> None:
-        if self.max_age <= 0 or self.oldest_age <= self.max_age:
+        look_after = STALLED_LOOK_AFTER_SECONDS
+        if self.max_age > 0:
+            look_after = min(look_after, self.max_age)
+        if self.oldest_age <= look_after:
             self.stalled_age = self._stalled_read_at = None
             return
         read_at = self._monotonic()

@@ -174,7 +174,7 @@ class Readiness:
             await backlog.measure()
         limit = self._max_backlog_age
         oldest, stalled = backlog.oldest_age, backlog.stalled_age
-        if stalled is None:  # the oldest due task is within the limit: so is everything
+        if stalled is None or oldest <= limit:  # the oldest is within the limit: so is the rest
             return HealthCheckOut(
                 ok=True, detail=f"the oldest due delivery waited {oldest:.0f} s (limit {limit:g} s)"
             )

@@ -351,3 +351,18 @@ def _client(hl: Hookline, *, authenticated: bool = False) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app.asgi(hl)), base_url="http://test", headers=headers
     )
+
+
+async def test_the_stalled_age_gauge_shows_work_no_worker_takes_and_not_throttled_work(
+    hl: Hookline,
+) -> None:
+    assert hl.metrics is not None
+    registry = hl.metrics.registry
+    await _old_work(hl, 1000, rate_limit=1)  # held back by design: not stalled
+    await hl.backlog.measure()
+    assert registry.get_sample_value("hookline_backlog_stalled_age_seconds") == 0
+    await _old_work(hl, 400)  # nothing holds it back, and no worker takes it
+    hl.backlog._stalled_read_at = None  # the next measurement reads again (every 5 s otherwise)
+    await hl.backlog.measure()
+    stalled = registry.get_sample_value("hookline_backlog_stalled_age_seconds")
+    assert stalled is not None and 400 <= stalled < 410

@@ -17,7 +17,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 serve: $(STAMP)
 	$(BIN)/hookline serve
 
-# Debian's chromium (browser tests) and PostgreSQL server (postgres tests), installed with apt
+# Debian's chromium (browser tests), PostgreSQL server (postgres tests), prometheus (promtool,
+# for deploy/prometheus) and systemd (systemd-analyze, for deploy/systemd), installed with apt
 # when missing (as root).
 test-deps:
 	@sh scripts/test-deps

@@ -9,7 +9,8 @@ receiver, and samples the file's size (the database plus its ``-wal``) as it goe
 Once the retention windows are full, the cleaner deletes about as much as comes in and the
 freed pages are reused (``auto_vacuum`` is NONE), so the database file holds its size: it may
 grow by less than ``GROWTH_BOUND`` over the second half (measured at 40 messages/s for 40 s: 0 %;
-the same run without retention grew it by about 90 %, 4.0 to 7.5 MB). The rows kept are a retention window's worth.
+the same run without retention grew it by about 90 %, 4.0 to 7.5 MB). The rows kept are a
+retention window's worth.
 The ``-wal`` beside it is the writer's ring of recent pages, 10-20 MB at this rate with or
 without retention and swinging by megabytes between checkpoints; database plus WAL may grow by
 the bound plus what the WAL may hold after a restart (``JOURNAL_SIZE_LIMIT_BYTES``).

@@ -94,7 +94,11 @@ class Hookline:
             metrics=metrics,
             heartbeat=heartbeat,
             readiness=Readiness(
-                store, backlog, heartbeat, max_backlog_age=settings.ready_max_backlog_age
+                store,
+                backlog,
+                heartbeat,
+                max_backlog_age=settings.ready_max_backlog_age,
+                max_worker_stall=settings.ready_max_worker_stall,
             ),
             tracing=tracing_.configure(os.environ) if role in TRACED_ROLES else None,
         )

@@ -50,6 +50,9 @@ class Settings:
     # /health/ready answers 503 while the oldest due delivery has waited longer (seconds); 0: off,
     # e.g. for API-only processes that should stay in the load balancer while workers lag
     ready_max_backlog_age: float = 300.0
+    # /health/ready calls a worker loop stuck after this many seconds without a round (see
+    # worker.HEARTBEAT_STALE_SECONDS for why 30)
+    ready_max_worker_stall: float = 30.0
     # Payloads and response bodies are deleted this long after creation (fractions allowed), unless
     # a message sets its own payloadRetentionPeriod. A payload whose deliveries are still pending
     # or being sent is kept until they end (docs/retention.md).
@@ -168,6 +171,7 @@ _PARSERS: dict[str, Any] = {
     "metrics_listen": parse_listen,
     "metrics_endpoint_labels": parse_bool,
     "ready_max_backlog_age": float,
+    "ready_max_worker_stall": parse_finite,
     "payload_retention_days": parse_finite,
     "message_retention_days": parse_finite,
     "retention_interval": parse_finite,
@@ -218,6 +222,7 @@ def load(config_file: Path | None = None, env: Mapping[str, str] | None = None) 
         "max_backlog",
         "payload_retention_days",
         "retention_interval",
+        "ready_max_worker_stall",
     )
     if settings.message_retention_days is not None:
         positive += ("message_retention_days",)

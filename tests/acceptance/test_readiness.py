@@ -6,7 +6,8 @@
 - The worker loop is wedged: a session holds ``LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE``
   (what ``VACUUM FULL`` or a long ``ALTER TABLE`` take), so the worker's next store call waits
   with no timeout. The API still answers, and once the heartbeat is older than
-  ``HEARTBEAT_STALE_SECONDS`` the probe names ``worker``; releasing the lock makes it ready again.
+  ``READY_MAX_WORKER_STALL`` (shortened to ``STALL_SECONDS`` here) the probe names ``worker``;
+  releasing the lock makes it ready again.
 
 The full disk (``writable``) is in ``test_disk_full.py``, on its tmpfs.
 """
@@ -25,7 +26,6 @@ import asyncpg
 import httpx
 import pytest
 
-from hookline import worker
 from hookline.api import health
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
 from tests.support.server import HooklineServer
@@ -33,7 +33,10 @@ from tests.support.server import HooklineServer
 UNREADY_WITHIN_SECONDS = 5.0  # a stopped database is noticed at the next probe
 READY_AGAIN_WITHIN_SECONDS = 20.0  # reconnecting, then a write probe (reused up to 5 s)
 POLL_SECONDS = 0.25
-# the heartbeat goes stale after HEARTBEAT_STALE_SECONDS; this much slack for the probe to see it
+# the heartbeat goes stale after STALL_SECONDS (the setting, 30 s by default, shortened so that
+# the test waits less; still above the worker's 1 s longest idle wait); this much slack for the
+# probe to see it
+STALL_SECONDS = 6.0
 STALE_SLACK_SECONDS = 10.0
 
 
@@ -157,7 +160,11 @@ class _TableLock:
 def test_ready_names_the_worker_while_its_loop_is_stuck_behind_a_table_lock(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    server = HooklineServer(tmp_path / "hl", env={"HOOKLINE_DATABASE_URL": postgres_url}).start()
+    env = {
+        "HOOKLINE_DATABASE_URL": postgres_url,
+        "HOOKLINE_READY_MAX_WORKER_STALL": f"{STALL_SECONDS:g}",
+    }
+    server = HooklineServer(tmp_path / "hl", env=env).start()
     try:
         with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
             _until(client, server, _ready_again, READY_AGAIN_WITHIN_SECONDS, "not ready")
@@ -167,11 +174,11 @@ def test_ready_names_the_worker_while_its_loop_is_stuck_behind_a_table_lock(
                     client,
                     server,
                     lambda status, b: status == 503 and "worker" in b["failed"],
-                    worker.HEARTBEAT_STALE_SECONDS + STALE_SLACK_SECONDS,
+                    STALL_SECONDS + STALE_SLACK_SECONDS,
                     "worker not named while its loop is stuck",
                 )
                 # not before the heartbeat was stale: waiting 2 s is no reason to be unready
-                assert time.monotonic() - locked_at >= worker.HEARTBEAT_STALE_SECONDS - 1.0
+                assert time.monotonic() - locked_at >= STALL_SECONDS - 1.0
                 assert "has not gone round" in body["checks"]["worker"]["detail"], body
                 assert body["checks"]["store"]["ok"], body  # the database itself answers
                 assert client.get("/health/live").status_code == 200

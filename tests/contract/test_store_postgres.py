@@ -2,14 +2,17 @@
 
 Its clock is the server's; other processes' commits wake this one's worker (LISTEN/NOTIFY),
 also after the listening connection dropped; a database that cannot be reached answers
-``errors.Unavailable`` (503) and writes resume once it is back; messages arriving together
-share transactions (group commit) and still each get their own answer.
+``errors.Unavailable`` (503) and writes resume once it is back, also when a shutdown's notice
+reached an idle pooled connection (before a statement: 503 and a new connection; after a
+COMMIT: the write holds); messages arriving together share transactions (group commit) and
+still each get their own answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -126,6 +129,9 @@ async def test_an_unreachable_database_is_one_clear_error_at_open() -> None:
     await store.close()
 
 
+COMMITTED = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for a COMMIT
+
+
 class Proxy:
     """A TCP proxy to the database that the test can cut, as a network or a restart would."""
 
@@ -133,6 +139,8 @@ class Proxy:
         self._target = port
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._clients: set[asyncio.StreamWriter] = set()  # the store's side of each link
+        self._after_commit: bytes | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -146,19 +154,32 @@ class Proxy:
             writer.transport.abort()
         await self._server.wait_closed()
 
+    def say_to_clients(self, data: bytes) -> None:
+        """Send ``data`` to the store on every open link, as if the server had sent it."""
+        for writer in list(self._clients):
+            writer.write(data)
+
+    def say_after_next_commit(self, data: bytes) -> None:
+        """Send ``data`` to the store right behind the server's answer to its next COMMIT."""
+        self._after_commit = data
+
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target)
         self._links.update((writer, up_writer))
+        self._clients.add(writer)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
                 while data := await src.read(65536):
+                    if dst is writer and self._after_commit and COMMITTED in data:
+                        data, self._after_commit = data + self._after_commit, None
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links.difference_update((writer, up_writer))
+        self._clients.discard(writer)
 
 
 async def test_writes_while_the_database_is_gone_answer_503_and_resume_after(url: str) -> None:
@@ -180,6 +201,54 @@ async def test_writes_while_the_database_is_gone_answer_503_and_resume_after(url
         message = make_message(application.id)
         await store.create_message(message)
         await store.check_writable()
+        assert await store.get_message(application.id, message.id) == message
+        await proxy.cut()
+
+
+def shutdown_notice() -> bytes:
+    """The ErrorResponse a fast shutdown sends to each idle session before it closes them."""
+    fields = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0"
+    return b"E" + struct.pack("!i", len(fields) + 4) + fields
+
+
+async def test_a_connection_the_server_is_shutting_down_is_a_503_then_replaced(url: str) -> None:
+    # A shutdown tells idle pooled connections FATAL 57P01 before it closes their sockets; a
+    # statement sent in between finds asyncpg mid-error (InternalClientError, not a
+    # disconnect). It must read as "unreachable", and the connection must not be used again.
+    parts = urllib.parse.urlsplit(url)
+    assert parts.port is not None
+    proxy = Proxy(parts.port)
+    await proxy.start()
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    async with opened(via_proxy, pool_size=1) as store:
+        application = await app_of(store)
+        proxy.say_to_clients(shutdown_notice())
+        await asyncio.sleep(0.1)  # read by the idle connection; its socket stays open
+        with pytest.raises(errors.Unavailable) as refused:
+            await store.create_message(make_message(application.id))
+        assert refused.value.headers() == {"Retry-After": "1"}
+
+        message = make_message(application.id)
+        await asyncio.wait_for(store.create_message(message), timeout=10)  # a new connection
+        assert await store.get_message(application.id, message.id) == message
+        await proxy.cut()
+
+
+async def test_a_commit_the_server_confirmed_holds_when_the_connection_dies_after(
+    url: str,
+) -> None:
+    # The same shutdown, read just after the COMMIT's answer: the message is stored, so its
+    # caller hears success, although the pool cannot reset the connection afterwards.
+    parts = urllib.parse.urlsplit(url)
+    assert parts.port is not None
+    proxy = Proxy(parts.port)
+    await proxy.start()
+    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    async with opened(via_proxy, pool_size=1) as store:
+        application = await app_of(store)
+        proxy.say_after_next_commit(shutdown_notice())
+        message = make_message(application.id)
+        await store.create_message(message)
         assert await store.get_message(application.id, message.id) == message
         await proxy.cut()
 

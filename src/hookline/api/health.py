@@ -8,8 +8,9 @@
   with a short reason. ``store``: the database answers. ``writable``: a write would succeed now
   (``Store.probe_write`` at most every ``WRITE_PROBE_SECONDS``, and no refusal reported by
   ``Store.check_writable``). ``worker``, in a process that runs one: its loop went round within
-  ``worker.HEARTBEAT_STALE_SECONDS``. ``backlog``: no due delivery has waited for a worker longer
-  than ``ready_max_backlog_age`` (``api/backlog.py`` says what counts as waiting).
+  ``ready_max_worker_stall`` (``worker.HEARTBEAT_STALE_SECONDS`` by default). ``backlog``: no
+  due delivery has waited for a worker longer than ``ready_max_backlog_age`` (``api/backlog.py``
+  says what counts as waiting).
 
 Every check is bounded by ``CHECK_TIMEOUT_SECONDS``, so a database that does not answer makes
 the probe fail, not hang; nothing is cached for good, so each check recovers on its own once its
@@ -81,12 +82,14 @@ class Readiness:
         heartbeat: worker.Heartbeat | None = None,
         *,
         max_backlog_age: float = 0.0,
+        max_worker_stall: float = worker.HEARTBEAT_STALE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._backlog = backlog
         self.heartbeat = heartbeat
         self._max_backlog_age = max_backlog_age
+        self._max_worker_stall = max_worker_stall
         self._monotonic = monotonic
         self._probed: tuple[float, str | None] | None = None  # (monotonic, failure or None)
         self._probing: asyncio.Task[str | None] | None = None  # one probe at a time
@@ -159,11 +162,11 @@ class Readiness:
     async def _worker(self) -> HealthCheckOut:
         assert self.heartbeat is not None
         age = self.heartbeat.age() or 0.0
-        if age > worker.HEARTBEAT_STALE_SECONDS:
+        if age > self._max_worker_stall:
             return HealthCheckOut(
                 ok=False,
                 detail=f"the worker loop has not gone round for {age:.0f} s "
-                f"(stuck after {worker.HEARTBEAT_STALE_SECONDS:g} s)",
+                f"(stuck after {self._max_worker_stall:g} s)",
             )
         return HealthCheckOut(ok=True, detail=f"the worker loop went round {age:.1f} s ago")
 

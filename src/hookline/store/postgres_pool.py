@@ -123,15 +123,28 @@ class Database:
         """A pooled connection; a database that cannot be reached raises ``Unavailable``."""
         if self._pool is None:
             raise RuntimeError("PostgresStore used before open()")
+        pool = self._pool
         try:
-            async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-                yield conn
+            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
         except rows.UNREACHABLE as exc:
-            refusal = rows.unavailable(exc)
-            if self._refused_at is None:
-                log.error("store_unwritable", reason="unreachable", error=str(exc))
-            self._refused_at, self._refusal = time.monotonic(), refusal
-            raise refusal from exc
+            raise self._refused(exc) from exc
+        try:
+            yield conn
+        except rows.UNREACHABLE as exc:
+            if isinstance(exc, rows.BROKEN_CONNECTION):
+                # It cannot be used again: closed here, so that the pool opens a new one
+                # instead of handing this one to the next caller.
+                conn.terminate()
+            raise self._refused(exc) from exc
+        finally:
+            await _release(pool, conn)
+
+    def _refused(self, exc: BaseException) -> errors.Unavailable:
+        refusal = rows.unavailable(exc)
+        if self._refused_at is None:
+            log.error("store_unwritable", reason="unreachable", error=str(exc))
+        self._refused_at, self._refusal = time.monotonic(), refusal
+        return refusal
 
     async def _transaction(
         self,
@@ -211,6 +224,20 @@ class Database:
             # unreachable: keep the last offset; _connection logged the refusal
             with contextlib.suppress(errors.Unavailable):
                 await self.sync_clock()
+
+
+async def _release(pool: Any, conn: Any) -> None:
+    """Give ``conn`` back to the pool; a failure here does not undo what was done on it.
+
+    The pool resets a connection it takes back, and that reset fails when the server closed
+    the connection after the last statement (a shutdown reaching an idle session): by then the
+    caller's transaction has committed, and answering it with an error would deny a write that
+    holds. The pool has closed such a connection and opens a new one when next asked.
+    """
+    try:
+        await pool.release(conn)
+    except (*rows.UNREACHABLE, asyncpg.PostgresError) as exc:
+        log.debug("postgres_release_failed", error=str(exc))
 
 
 async def _clock_offset(conn: Any, local_clock: Callable[[], float]) -> float:

@@ -45,7 +45,12 @@ _json = sqlite_rows.encoder
 # (refused, reset) and TimeoutError for the socket; the rest are server answers (class 08
 # connection, 53 resources such as a full disk, 57 shut down or restarting, 25006 a read-only
 # standby). InterfaceError covers a connection closed under a running statement.
+# InternalClientError is what asyncpg raises on a pooled connection the server closed while it
+# sat idle (a shutdown's FATAL 57P01 read before the socket closed leaves its protocol mid-error,
+# asyncpg issue 784): the database is going away, and the connection is BROKEN_CONNECTION.
+BROKEN_CONNECTION: tuple[type[BaseException], ...] = (asyncpg.InternalClientError,)
 UNREACHABLE: tuple[type[BaseException], ...] = (
+    *BROKEN_CONNECTION,
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,

@@ -23,8 +23,12 @@ serve: $(STAMP)
 test-deps:
 	@sh scripts/test-deps
 
+# Two runs: the unit, API, contract and integration tests two at a time (pytest-xdist; none of
+# them measures time), then the acceptance tests one at a time, since their stress and
+# isolation checks compare rates and would be scored against each other's load.
 test: $(STAMP) test-deps
-	$(BIN)/pytest -q -m 'not bench'
+	$(BIN)/pytest -q -m 'not bench' -n 2 tests/unit tests/api tests/contract tests/integration
+	$(BIN)/pytest -q -m 'not bench' tests/acceptance
 
 # The default benchmark scenario (max, SQLite); see docs/benchmarks.md for the others.
 bench: $(STAMP)

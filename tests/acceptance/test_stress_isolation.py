@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import sqlite3
+import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -324,9 +325,10 @@ def test_hanging_endpoints_do_not_slow_the_healthy_ones(
     Both arms drain the same healthy backlog (9,000 messages) on a fresh copy of a preloaded
     database; the rate is healthy messages over first-to-last arrival. Rounds of one baseline
     and one hanging run alternate, so drift on a shared machine hits both arms alike, and each
-    arm is scored by its best run: a neighbour's load can only slow a run down, never speed it
-    up, so the best run is the closest to what the machine can do. Two rounds always; more (up
-    to four) only while the ratio is short.
+    arm is scored by the median of its runs. Not by its best: a drain lasts about 5 s, and this
+    machine's speed changes by 20 % from one to the next (baseline runs of 1,590 to 2,130/s in
+    one sitting), so the best of a few runs is mostly the luckiest one, and a lucky baseline
+    alone failed the ratio. Two rounds always; more (up to four) only while the ratio is short.
     """
     with Receiver() as hanging_rx:
         with_hanging, healthy_only, token, fleet = _preload(tmp_path, receiver, hanging_rx)
@@ -350,7 +352,9 @@ def test_hanging_endpoints_do_not_slow_the_healthy_ones(
                 f"the healthy backlog drained in {run.seconds:.2f} s, before the hung requests "
                 f"timed out ({ISOLATION_TIMEOUT_SECONDS:g} s): raise PER_HEALTHY"
             )
-            ratio = max(r.rate for r in hang) / max(r.rate for r in base)
+            ratio = statistics.median(r.rate for r in hang) / statistics.median(
+                r.rate for r in base
+            )
             if n >= MIN_ROUNDS and ratio >= MIN_RATIO:
                 break
 

@@ -55,11 +55,11 @@ REPEAT_LOG_SECONDS = 10.0  # the same store error is logged at most this often (
 # A saturated worker waits for a free slot at most this long before its loop goes round (and
 # beats) again: waiting for room is work, not a wedge.
 ROOM_WAIT_SECONDS = 1.0
-# When readiness calls a worker loop stuck (seconds without a round), by default (the setting
-# ready_max_worker_stall): 3 x the longest single
-# wait of a healthy loop, a store call bounded by its own timeouts (SQLite's 10 s busy timeout,
-# PostgreSQL's 10 s pool acquire); a failed call's backoff (ERROR_BACKOFF_MAX_SECONDS) added to
-# it still stays well below.
+# When readiness calls a worker loop stuck (seconds without a round), unless the setting
+# ready_max_worker_stall says otherwise: 3 x the longest single wait of a healthy loop, a store
+# call bounded by its own timeouts (SQLite's 10 s busy timeout, PostgreSQL's 10 s pool
+# acquire); a failed call's backoff (ERROR_BACKOFF_MAX_SECONDS) added to it still stays well
+# below.
 HEARTBEAT_STALE_SECONDS = 30.0
 # How often the endpoint gauges (open circuits, disabled endpoints) are read from the store.
 ENDPOINT_SUMMARY_SECONDS = 5.0

@@ -182,13 +182,25 @@ class Proxy:
         self._clients.discard(writer)
 
 
-async def test_writes_while_the_database_is_gone_answer_503_and_resume_after(url: str) -> None:
+@contextlib.asynccontextmanager
+async def proxied(
+    url: str, **options: object
+) -> AsyncIterator[tuple[Proxy, postgres.PostgresStore]]:
+    """A store opened through a ``Proxy`` to the database at ``url``; the proxy is cut after."""
     parts = urllib.parse.urlsplit(url)
     assert parts.port is not None
     proxy = Proxy(parts.port)
     await proxy.start()
     via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-    async with opened(via_proxy) as store:
+    try:
+        async with opened(via_proxy, **options) as store:
+            yield proxy, store
+    finally:
+        await proxy.cut()
+
+
+async def test_writes_while_the_database_is_gone_answer_503_and_resume_after(url: str) -> None:
+    async with proxied(url) as (proxy, store):
         application = await app_of(store)
         await proxy.cut()
         with pytest.raises(errors.Unavailable) as refused:
@@ -202,7 +214,6 @@ async def test_writes_while_the_database_is_gone_answer_503_and_resume_after(url
         await store.create_message(message)
         await store.check_writable()
         assert await store.get_message(application.id, message.id) == message
-        await proxy.cut()
 
 
 def shutdown_notice() -> bytes:
@@ -215,12 +226,7 @@ async def test_a_connection_the_server_is_shutting_down_is_a_503_then_replaced(u
     # A shutdown tells idle pooled connections FATAL 57P01 before it closes their sockets; a
     # statement sent in between finds asyncpg mid-error (InternalClientError, not a
     # disconnect). It must read as "unreachable", and the connection must not be used again.
-    parts = urllib.parse.urlsplit(url)
-    assert parts.port is not None
-    proxy = Proxy(parts.port)
-    await proxy.start()
-    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-    async with opened(via_proxy, pool_size=1) as store:
+    async with proxied(url, pool_size=1) as (proxy, store):
         application = await app_of(store)
         proxy.say_to_clients(shutdown_notice())
         await asyncio.sleep(0.1)  # read by the idle connection; its socket stays open
@@ -231,7 +237,6 @@ async def test_a_connection_the_server_is_shutting_down_is_a_503_then_replaced(u
         message = make_message(application.id)
         await asyncio.wait_for(store.create_message(message), timeout=10)  # a new connection
         assert await store.get_message(application.id, message.id) == message
-        await proxy.cut()
 
 
 async def test_a_commit_the_server_confirmed_holds_when_the_connection_dies_after(
@@ -239,18 +244,12 @@ async def test_a_commit_the_server_confirmed_holds_when_the_connection_dies_afte
 ) -> None:
     # The same shutdown, read just after the COMMIT's answer: the message is stored, so its
     # caller hears success, although the pool cannot reset the connection afterwards.
-    parts = urllib.parse.urlsplit(url)
-    assert parts.port is not None
-    proxy = Proxy(parts.port)
-    await proxy.start()
-    via_proxy = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-    async with opened(via_proxy, pool_size=1) as store:
+    async with proxied(url, pool_size=1) as (proxy, store):
         application = await app_of(store)
         proxy.say_after_next_commit(shutdown_notice())
         message = make_message(application.id)
         await store.create_message(message)
         assert await store.get_message(application.id, message.id) == message
-        await proxy.cut()
 
 
 # group commit ----------------------------------------------------------------------------------

@@ -23,12 +23,12 @@ serve: $(STAMP)
 test-deps:
 	@sh scripts/test-deps
 
-# Two runs: the unit, API, contract and integration tests two at a time (pytest-xdist; none of
-# them measures time), then the acceptance tests one at a time, since their stress and
-# isolation checks compare rates and would be scored against each other's load.
+# Two runs: every test but the serial ones two at a time (pytest-xdist: none of them compares
+# rates), then the serial ones (the stress and isolation checks, which measure rates and probe
+# times) alone, so that no other test's load is scored against them.
 test: $(STAMP) test-deps
-	$(BIN)/pytest -q -m 'not bench' -n 2 tests/unit tests/api tests/contract tests/integration
-	$(BIN)/pytest -q -m 'not bench' tests/acceptance
+	$(BIN)/pytest -q -m 'not bench and not serial' -n 2 tests
+	$(BIN)/pytest -q -m 'serial and not bench' tests
 
 # The default benchmark scenario (max, SQLite); see docs/benchmarks.md for the others.
 bench: $(STAMP)

@@ -47,6 +47,9 @@ from tests.support.receiver import Receiver, Recorded, Reply
 from tests.support.server import HooklineServer
 from tests.support.wait import until
 
+# Rates, ratios and probe times measured here would be scored against another test's load.
+pytestmark = pytest.mark.serial
+
 INGEST_CONCURRENCY = 16  # requests the ingesting client keeps in flight
 ENDPOINT_CONCURRENCY = settings.Settings().endpoint_concurrency  # the default, 16
 
@@ -386,8 +389,12 @@ NOMINAL_SPAN_SECONDS = (RATE_MESSAGES - BURST) / RATE
 # the steady rate must reach 85 % of the limit (the bench's target is 95 %; this machine is
 # shared, and a claim delayed by more than the bucket's quarter second loses tokens).
 MIN_STEADY_SHARE = 0.85
-# In any one second: the limit plus the burst, plus a little for delivery latencies that vary.
-MAX_PER_SECOND = RATE + BURST + 2
+# In any one second of claims: the limit plus the burst. The receiver sees each request a
+# delivery latency after its claim, and on a loaded machine those latencies vary by up to a
+# quarter second (a late request lands in the next second beside that second's own), so the
+# bound at the receiver allows that much more. The span check bounds the average rate.
+DELIVERY_JITTER_SECONDS = 0.25
+MAX_PER_SECOND = RATE + BURST + int(RATE * DELIVERY_JITTER_SECONDS)
 RATE_ENV = {"HOOKLINE_LOG_LEVEL": "info"}  # delivery_attempt lines show which worker sent what
 
 

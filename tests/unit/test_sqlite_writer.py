@@ -297,3 +297,32 @@ async def test_a_reader_holding_a_snapshot_defers_the_truncate_until_it_ends(
         assert events == ["sqlite_wal_truncate_deferred", "sqlite_wal_restarted"]
     finally:
         reader.close()
+
+
+async def test_opening_a_new_database_waits_for_another_process_switching_it_to_wal(
+    path: Path,
+) -> None:
+    """Two processes started together on a new file: one converts it while the other tries.
+
+    The other connection's switch to WAL reads the header and then needs the write lock, which
+    SQLite refuses at once (no busy handler on an upgrade from a read); the store waits instead.
+    """
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE t (x)")  # a database in rollback mode, as the other one sees it
+    other.execute("BEGIN IMMEDIATE")  # the other process, mid-conversion, holds the write lock
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # what SQLite does alone
+        probe = sqlite3.connect(path, isolation_level=None)
+        probe.execute("PRAGMA busy_timeout = 5000")
+        try:
+            probe.execute("PRAGMA journal_mode = WAL")
+        finally:
+            probe.close()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, other.rollback)
+    try:
+        async with opened_sqlite(path) as store:
+            await _app(store)  # open and migrated: it writes
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        other.close()
+    assert mode == "wal"

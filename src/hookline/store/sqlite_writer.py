@@ -174,6 +174,30 @@ async def _begin(conn: sqlite3.Connection) -> None:
         pause = min(pause * 2, 0.002)
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL, waiting (up to ``BUSY_TIMEOUT_MS``) for another process doing
+    the same.
+
+    On a new database the switch reads the header, then upgrades to a write to change it; when
+    another connection holds the write lock at that moment (``hookline api`` and ``hookline
+    worker`` started together on a new file, one converting while the other does), SQLite
+    reports SQLITE_BUSY at once, without its busy handler (an upgrade from a read could
+    deadlock). Once the file is in WAL mode the statement takes no write lock.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # on the writer's own thread, before the store is open
+        pause = min(pause * 2, 0.05)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK")
@@ -218,7 +242,7 @@ class Writer:
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self._path, readonly=False)
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         # Checkpoints run on their own connection (SqliteStore._checkpoints): done inside COMMIT
         # they stalled every write queued behind that commit for tens of milliseconds.
         conn.execute("PRAGMA wal_autocheckpoint = 0")

@@ -12,8 +12,8 @@ grow by less than ``GROWTH_BOUND`` over the second half (measured at 40 messages
 the same run without retention grew it by about 90 %, 4.0 to 7.5 MB). The rows kept are a
 retention window's worth.
 The ``-wal`` beside it is the writer's ring of recent pages, 10-20 MB at this rate with or
-without retention and swinging by megabytes between checkpoints; database plus WAL may grow by
-the bound plus what the WAL may hold after a restart (``JOURNAL_SIZE_LIMIT_BYTES``).
+without retention and swinging by megabytes between checkpoints; it must stay under the bound
+the checkpointer keeps it to (``WAL_TRUNCATE_BYTES`` plus one tick's writes).
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ RATE = 60.0  # messages offered per second
 SECONDS = 24.0  # of steady ingest (the retention windows are reached after ~7 s)
 PAYLOAD = {"blob": "x" * 2000, "note": "about 2 KB, a typical webhook"}
 GROWTH_BOUND = 0.20  # share the file may grow by between the middle and the end
+# What the writer may append to the WAL between two checkpoint ticks at this rate (one second
+# of 60 messages of about 2 KB, each written a few times over): far less than this.
+WAL_TICK_ALLOWANCE_BYTES = 8 * 1024 * 1024
 
 
 def file_bytes(path: Path) -> int:
@@ -114,9 +117,6 @@ def test_the_database_file_holds_its_size_under_steady_traffic_with_short_retent
     def database(db: int, _wal: int) -> int:
         return db
 
-    def with_wal(db: int, wal: int) -> int:
-        return db + wal
-
     shown = ", ".join(f"{t:.0f}s={db}+{wal}" for t, db, wal in samples[::8])
     # The database file: flat once the windows are full (without retention this run grows it
     # by about 90 % over the second half, 4.0 to 7.5 MB).
@@ -125,11 +125,11 @@ def test_the_database_file_holds_its_size_under_steady_traffic_with_short_retent
         largest(SECONDS - 2, SECONDS, database),
     )
     assert end <= middle * (1 + GROWTH_BOUND), f"the database grew {middle} -> {end}: {shown}"
-    # With its WAL: the WAL is the writer's ring (it restarts once checkpoints catch up and is
-    # cut back to JOURNAL_SIZE_LIMIT_BYTES when it does), 10-20 MB at this rate whatever
-    # retention does, and it swings by megabytes from one checkpoint to the next. So the whole
-    # may grow by the bound plus what the WAL may hold; it must not grow as the data does.
-    total_middle = largest(SECONDS / 2 - 2, SECONDS / 2, with_wal)
-    total_end = largest(SECONDS - 2, SECONDS, with_wal)
-    allowance = total_middle * GROWTH_BOUND + sqlite_writer.JOURNAL_SIZE_LIMIT_BYTES
-    assert total_end <= total_middle + allowance, f"db+wal {total_middle} -> {total_end}: {shown}"
+    # Its WAL: the writer's ring of recent pages, which restarts once checkpoints catch up. It is
+    # 10-20 MB at this rate whatever retention does, and on a loaded machine (PASSIVE
+    # checkpoints falling behind) it reached 34 MB; what bounds it is the truncate past
+    # WAL_TRUNCATE_BYTES, plus what the writer appends between two ticks. It must stay under
+    # that bound, not grow as the data does.
+    wal_peak = max(wal for _, _, wal in samples)
+    wal_bound = sqlite_writer.WAL_TRUNCATE_BYTES + WAL_TICK_ALLOWANCE_BYTES
+    assert wal_peak <= wal_bound, f"the WAL reached {wal_peak} bytes: {shown}"

@@ -23,11 +23,12 @@ serve: $(STAMP)
 test-deps:
 	@sh scripts/test-deps
 
-# Two runs: every test but the serial ones two at a time (pytest-xdist: none of them compares
-# rates), then the serial ones (the stress and isolation checks, which measure rates and probe
-# times) alone, so that no other test's load is scored against them.
+# Two runs: every test but the serial ones two at a time (pytest-xdist; worksteal, because the
+# default hands one worker all the long acceptance tests while the other finishes the short ones
+# and idles), then the serial ones (the isolation checks, which measure rates and probe times)
+# alone, so that no other test's load is scored against them.
 test: $(STAMP) test-deps
-	$(BIN)/pytest -q -m 'not bench and not serial' -n 2 tests
+	$(BIN)/pytest -q -m 'not bench and not serial' -n 2 --dist worksteal tests
 	$(BIN)/pytest -q -m 'serial and not bench' tests
 
 # The default benchmark scenario (max, SQLite); see docs/benchmarks.md for the others.

@@ -165,13 +165,16 @@ async def _begin(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            busy = (
-                getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF == sqlite3.SQLITE_BUSY
-            )
-            if not busy or time.monotonic() > deadline:
+            if not _busy(exc) or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.002)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or one of its extended codes: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY)
+    return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -191,8 +194,7 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() > deadline:
+            if not _busy(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(pause)  # on the writer's own thread, before the store is open
         pause = min(pause * 2, 0.05)

@@ -111,19 +111,14 @@ def test_the_database_file_holds_its_size_under_steady_traffic_with_short_retent
         PAYLOAD_SECONDS + 5
     )
 
-    def largest(since: float, until: float, of: Callable[[int, int], int]) -> int:
-        return max(of(db, wal) for t, db, wal in samples if since <= t <= until)
-
-    def database(db: int, _wal: int) -> int:
-        return db
+    def largest_database(since: float, until: float) -> int:
+        return max(db for t, db, _ in samples if since <= t <= until)
 
     shown = ", ".join(f"{t:.0f}s={db}+{wal}" for t, db, wal in samples[::8])
     # The database file: flat once the windows are full (without retention this run grows it
     # by about 90 % over the second half, 4.0 to 7.5 MB).
-    middle, end = (
-        largest(SECONDS / 2 - 2, SECONDS / 2, database),
-        largest(SECONDS - 2, SECONDS, database),
-    )
+    middle = largest_database(SECONDS / 2 - 2, SECONDS / 2)
+    end = largest_database(SECONDS - 2, SECONDS)
     assert end <= middle * (1 + GROWTH_BOUND), f"the database grew {middle} -> {end}: {shown}"
     # Its WAL: the writer's ring of recent pages, which restarts once checkpoints catch up. It is
     # 10-20 MB at this rate whatever retention does, and on a loaded machine (PASSIVE

@@ -7,6 +7,7 @@ they check is how SQLite's own failures come out of the store, which a fake coul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -322,7 +323,8 @@ async def test_opening_a_new_database_waits_for_another_process_switching_it_to_
     try:
         async with opened_sqlite(path) as store:
             await _app(store)  # open and migrated: it writes
-        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        with contextlib.closing(sqlite3.connect(path)) as check:
+            mode = check.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         other.close()
     assert mode == "wal"
